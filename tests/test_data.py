@@ -347,8 +347,10 @@ def test_plots_return_axes(tmp_path):
     ax = plot_class_counts(info)
     assert isinstance(ax, matplotlib.axes.Axes)
     assert sum(np.nansum(c.datavalues) for c in ax.containers) == len(info)
-    ax2 = plot_resolution_spread(info)
-    assert isinstance(ax2, matplotlib.axes.Axes) and "2 distinct" in ax2.get_title()
+    fig = plot_resolution_spread(info)
+    assert isinstance(fig, matplotlib.figure.Figure) and fig.axes[0].get_title() == "2 distinct sizes"
+    with pytest.raises(ValueError, match="image_info"):
+        plot_resolution_spread(info[["path", "class"]])
     plt.close("all")
 
 

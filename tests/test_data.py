@@ -126,9 +126,37 @@ def test_symlink_loop_survived_and_linked_files_kept(tmp_path):
         m = scan_images(data)
     assert "linked.png" in set(m["image"]) and "broken.png" not in set(m["image"])
     assert m["path"].is_unique
-    # the root reached again through `glioma_tumor/up` is walked at most once more, never endlessly
-    assert len(m) < 100
-    assert (m["class"] == "no_tumor").sum() == 2
+    # links back to the class folder or the root are not followed: nothing is counted twice
+    assert len(m) == 7
+    assert m.groupby("class").size().to_dict() == {"glioma_tumor": 2, "meningioma_tumor": 3, "no_tumor": 2}
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symlinks on this platform")
+def test_folder_links_outside_followed_across_classes_not(tmp_path):
+    data = flat_dataset(tmp_path / "data", n=2)
+    img(tmp_path / "elsewhere" / "patient 1" / "s1.png")
+    try:
+        os.symlink(tmp_path / "elsewhere", data / "no_tumor" / "more", target_is_directory=True)
+        os.symlink(data / "no_tumor", data / "glioma_tumor" / "other_class", target_is_directory=True)
+    except OSError as e:
+        pytest.skip(f"cannot create symlinks here: {e}")
+    m = scan_images(data)
+    assert m.groupby("class").size().to_dict() == {"glioma_tumor": 2, "meningioma_tumor": 2, "no_tumor": 3}
+    assert m.loc[m["image"] == "s1.png", "path"].item().endswith("no_tumor/more/patient 1/s1.png")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions and a non-root user")
+def test_unreadable_subfolder_warned(tmp_path):
+    flat_dataset(tmp_path, n=1)
+    locked = tmp_path / "no_tumor" / "locked"
+    img(locked / "x.png")
+    locked.chmod(0)
+    try:
+        with pytest.warns(UserWarning, match="Could not read"):
+            m = scan_images(tmp_path)
+    finally:
+        locked.chmod(0o755)
+    assert "x.png" not in set(m["image"])
 
 
 def test_names_with_spaces_parentheses_non_ascii(tmp_path):

@@ -193,8 +193,10 @@ def make_dataset(manifest:pd.DataFrame, # rows to load: `path` and (for training
         ds = ds.shuffle(buf, seed=seed + 1, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE)
     if training and augment:
-        policy = light_policy(seed)
-        ds = ds.map(lambda x, y: (apply_policy(policy, x), y), num_parallel_calls=AUTOTUNE)
+        policy = light_policy(seed)   # stateless per batch: seeds from a seeded stream, new each epoch
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: (apply_policy(policy, xy[0], seed=s), xy[1]),
+                                                num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
 
 # %% ../nbs/03_pipeline.ipynb #cd06def4

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PHANTOM_CLASSES', 'draw_slice', 'mask_for', 'make_phantom_dataset']
 
-# %% ../nbs/08_phantom.ipynb #964e750b
+# %% ../nbs/08_phantom.ipynb #13eabad9
 import io, os, tempfile
 from pathlib import Path
 
@@ -14,16 +14,19 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-# %% ../nbs/08_phantom.ipynb #d87842e3
+# %% ../nbs/08_phantom.ipynb #e93e9090
 PHANTOM_CLASSES = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
 
-# %% ../nbs/08_phantom.ipynb #3deaeb80
+# %% ../nbs/08_phantom.ipynb #27f48fd5
 def _smooth_noise(rng, size, sigma, octaves=1):
-    "Zero-mean, unit-std Gaussian-smoothed white noise of shape (size, size)."
-    out = np.zeros((size, size), np.float32)
-    for o in range(octaves):
-        n = ndimage.gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), sigma/(2**o), mode="wrap")
-        out += n/(n.std()+1e-8)/(2**o)
+    "Zero-mean, unit-std Gaussian-smoothed white noise (periodic), filtered in the Fourier domain."
+    f = np.fft.rfft2(rng.standard_normal((size, size), dtype=np.float32))
+    ky = np.fft.fftfreq(size)[:, None]; kx = np.fft.rfftfreq(size)[None, :]
+    k2 = (2*np.pi)**2*(kx**2 + ky**2)
+    # a normalised Gaussian kernel of width s has transfer function exp(-k^2 s^2/2); the std of filtered
+    # white noise scales like 1/s in 2-D, so multiplying by s/2^o gives octave o the weight 2^-o
+    filt = sum(np.exp(-0.5*k2*(sigma/2**o)**2)*(sigma/2**o)/2**o for o in range(octaves))
+    out = np.fft.irfft2(f*filt, s=(size, size)).astype(np.float32)
     out -= out.mean()
     return out/(out.std()+1e-8)
 
@@ -31,118 +34,124 @@ def _step(d, w):
     "Soft indicator of `d > 0`, a linear ramp of width `w` (anti-aliased edges)."
     return np.clip(0.5 + d/w, 0., 1.)
 
-# %% ../nbs/08_phantom.ipynb #41aa22ec
+# %% ../nbs/08_phantom.ipynb #c38797ce
 def draw_slice(rng:np.random.Generator, # source of randomness (one per image, for determinism)
                cls:str, # one of `PHANTOM_CLASSES`
                size:int=128, # width and height in pixels
               )->tuple: # (uint8 image [size, size], bool tumour mask [size, size])
     "Draw one synthetic axial T1-like brain slice of class `cls` with its tumour mask."
     if cls not in PHANTOM_CLASSES: raise ValueError(f"unknown class {cls!r}; expected one of {PHANTOM_CLASSES}")
+    U = lambda lo, hi: float(rng.uniform(lo, hi))  # python floats keep the arrays float32 (NumPy 2 promotion)
+    s128 = size/128                                 # pixel scales are tuned at 128 px
     px = 2./size                                    # one pixel in normalised units
     c = (np.arange(size, dtype=np.float32)+0.5)*px - 1.
     y, x = np.meshgrid(c, c, indexing="ij")         # y grows downwards, x to the right
     w = 1.2*px                                      # edge width of the soft steps
-    # head geometry: centre, rotation, half-axes; head frame (u, v)
-    cx, cy = rng.uniform(-0.05, 0.05, 2)
-    rot = rng.uniform(-0.2, 0.2)
-    A, B = rng.uniform(0.66, 0.76), rng.uniform(0.80, 0.90)
+    # head geometry: centre, rotation, zoom, half-axes; head frame (u, v)
+    cx, cy, rot, zoom = U(-0.07, 0.07), U(-0.07, 0.07), U(-0.35, 0.35), U(0.85, 1.0)
+    A, B = zoom*U(0.70, 0.80), zoom*U(0.86, 0.93)
     cr, sr = np.cos(rot), np.sin(rot)
     u = cr*(x-cx) + sr*(y-cy)
     v = -sr*(x-cx) + cr*(y-cy)
     r = np.sqrt((u/A)**2 + (v/B)**2)
-    d = (1.-r)*0.5*(A+B)                            # ~ depth below the scalp surface
-    scalp, skull_t, csf_t = rng.uniform(0.025, 0.035), rng.uniform(0.045, 0.065), 0.018
+    d = (1.-r)*(0.5*(A+B))                          # ~ depth below the scalp surface
+    scalp, skull_t, csf_t = U(0.025, 0.035), U(0.04, 0.06), U(0.012, 0.02)
     skull_in = scalp + skull_t
     brain0 = skull_in + csf_t
     head = _step(d, w)
     skull = _step(d-scalp, w) - _step(d-skull_in, w)
     intracranial = _step(d-skull_in, w)
-    brain = _step(d-brain0, w)
     Ab, Bb = A - brain0, B - brain0                 # brain ellipse half-axes
     rb = np.sqrt((u/Ab)**2 + (v/Bb)**2)
     theta = np.arctan2(v, u)
-    # tissue intensities (T1-like: fat/bone marrow bright, white > grey matter, CSF dark)
-    i_scalp, i_skull, i_csf = rng.uniform(0.35, 0.45), rng.uniform(0.70, 0.82), rng.uniform(0.08, 0.14)
-    i_wm, i_gm = rng.uniform(0.52, 0.58), rng.uniform(0.38, 0.44)
-    # grey-matter ribbon and gyri: sulci fold in from the cortex along a warped angular pattern
-    tex = _smooth_noise(rng, size, 3.*size/128, octaves=2)
-    k = rng.integers(18, 26)
-    warp = 1.2*_smooth_noise(rng, size, 8.*size/128)
-    fold = np.cos(k*theta + warp + rng.uniform(0, 2*np.pi))
-    depth = np.clip((1.-rb)/0.28, 0, 1)             # 0 at the cortex, 1 deep inside
-    gm = np.clip(1. - depth*1.6 + 0.6*(fold > 0.3)*(depth < 0.6), 0, 1)
-    sulcus = (fold > 0.85) * (depth < 0.45)
-    tissue = (i_wm*(1-gm) + i_gm*gm)*(1 + 0.06*tex)
-    tissue = np.where(sulcus, 0.5*(tissue + i_csf), tissue)
-    tissue = ndimage.gaussian_filter(tissue, 0.6*size/128)
+    # tissue intensities (T1-like: fat and marrow bright, white > grey matter, CSF dark)
+    i_scalp, i_skull, i_csf = U(0.35, 0.45), U(0.70, 0.82), U(0.08, 0.14)
+    i_wm, i_gm = U(0.54, 0.60), U(0.38, 0.44)
+    # gyri: sulci are thin CSF clefts folding in from the cortex along meandering lines
+    # (a warped angular pattern), each lined by grey matter; white matter fills the gyral cores
+    k = int(rng.integers(14, 20))
+    warp = 3.0*_smooth_noise(rng, size, 7.*s128)
+    fold = np.cos(k*theta + warp + U(0, 2*np.pi))
+    dep = (1.-rb)*(0.5*(Ab+Bb))                    # depth below the cortex (normalised units)
+    reach = 0.09 + 0.04*_smooth_noise(rng, size, 5.*s128)
+    sul = (fold > 0.88) & (dep < reach)
+    gm = np.clip(1 - (dep - 0.03)/0.01, 0, 1)
+    gm = np.maximum(gm, ((fold > 0.35) & (dep < reach + 0.03)).astype(np.float32))
+    tex = _smooth_noise(rng, size, 2.5*s128, octaves=2)
+    tissue = (i_wm*(1-gm) + i_gm*gm)*(1 + 0.05*tex)
+    tissue = np.where(sul, i_csf + 0.08, tissue)
+    tissue = ndimage.gaussian_filter(tissue, 0.6*s128)
+    brain = _step(d-brain0, w)
     # ventricles: a dark butterfly (two tilted ellipses) and a midline slit
-    vs = rng.uniform(0.8, 1.2)
+    vs = U(0.8, 1.2)
     vent = np.zeros_like(x)
     for sgn in (-1, 1):
-        a = sgn*rng.uniform(0.30, 0.45)
+        a = sgn*U(0.30, 0.45)
         uu, vv = u - sgn*0.075*vs, v + 0.04
         p = np.cos(a)*uu + np.sin(a)*vv
         q = -np.sin(a)*uu + np.cos(a)*vv
-        vent = np.maximum(vent, _step((1. - np.sqrt((p/(0.045*vs))**2 + (q/(0.17*vs))**2))*0.045*vs, w))
+        vent = np.maximum(vent, _step((1. - np.sqrt((p/(0.045*vs))**2 + (q/(0.17*vs))**2))*(0.045*vs), w))
     vent = np.maximum(vent, _step((1. - np.sqrt((u/0.012)**2 + ((v-0.16)/0.06)**2))*0.012, w))
     img = (i_scalp*(head - _step(d-scalp, w)) + i_skull*skull + i_csf*(intracranial - brain)
            + brain*(tissue*(1-vent) + i_csf*vent))
     # the tumour
     mask = np.zeros((size, size), bool)
     if cls == "glioma_tumor":       # irregular, heterogeneous, intra-axial, with oedema
-        phi, rho = rng.uniform(0, 2*np.pi), rng.uniform(0.25, 0.55)
+        phi, rho = U(0, 2*np.pi), U(0.25, 0.55)
         u0, v0 = rho*Ab*np.cos(phi), rho*Bb*np.sin(phi)
-        r0 = rng.uniform(0.11, 0.17)
+        r0 = U(0.13, 0.19)*zoom
         du, dv = u-u0, v-v0
         rt, th = np.sqrt(du**2 + dv**2), np.arctan2(dv, du)
-        shape = np.ones_like(x)
+        shape = 1 + 0.08*_smooth_noise(rng, size, 2.*s128)
         for kk in range(2, 6):
-            shape += rng.uniform(0.03, 0.16)/np.sqrt(kk)*np.cos(kk*th + rng.uniform(0, 2*np.pi))
-        shape += 0.08*_smooth_noise(rng, size, 2.*size/128)
+            shape += U(0.03, 0.16)/np.sqrt(kk)*np.cos(kk*th + U(0, 2*np.pi))
         rel = rt/(r0*shape)                          # < 1 inside the mass
         core = _step((1-rel)*r0, w) * brain
-        halo = np.clip(1.9 - rel, 0, 1)**1.5 * brain * (1-core)
-        het = _smooth_noise(rng, size, 1.5*size/128)
-        necro = _step((rng.uniform(0.35, 0.6) - rel)*r0, 2*w)
+        halo = np.clip(2.0 - rel, 0, 1)**1.2 * brain * (1-core)
+        het = _smooth_noise(rng, size, 1.5*s128)
+        necro = _step((U(0.35, 0.6) - rel)*r0, 2*w)
         rim = np.clip(1 - np.abs(rel-0.8)/0.25, 0, 1)
-        t_int = rng.uniform(0.55, 0.65) + 0.12*het + 0.25*rim
-        t_int = t_int*(1-necro) + rng.uniform(0.15, 0.25)*necro
-        img = img*(1-halo*0.35) + halo*0.35*rng.uniform(0.25, 0.32)
+        t_int = U(0.6, 0.7) + 0.15*het + 0.35*rim
+        t_int = t_int*(1-necro) + U(0.15, 0.25)*necro
+        hv = U(0.25, 0.32)
+        img = img*(1-halo*0.5) + halo*(0.5*hv)       # hypo-intense oedema
         img = img*(1-core) + core*t_int
         mask = core > 0.5
     elif cls == "meningioma_tumor":  # bright, well circumscribed, on the inner skull
-        phi = rng.uniform(0, 2*np.pi)
-        r0 = rng.uniform(0.10, 0.15)
+        phi = U(0, 2*np.pi)
+        r0 = U(0.12, 0.17)*zoom
         Ai, Bi = A - skull_in, B - skull_in
         eu, ev = Ai*np.cos(phi), Bi*np.sin(phi)     # a point on the inner table of the skull
         nrm = np.hypot(eu, ev)
         u0, v0 = eu - 0.65*r0*eu/nrm, ev - 0.65*r0*ev/nrm
-        e = rng.uniform(0.85, 1.15)
+        e = U(0.85, 1.15)
         rt = np.sqrt(((u-u0)*e)**2 + ((v-v0)/e)**2)
         core = _step(r0-rt, w) * intracranial
-        t_int = rng.uniform(0.78, 0.88) + 0.03*_smooth_noise(rng, size, 2.*size/128)
+        t_int = U(0.88, 0.98) + 0.03*_smooth_noise(rng, size, 2.*s128)
         cleft = np.clip(1.6 - rt/r0, 0, 1)*intracranial*(1-core)*0.5
         img = img*(1-cleft) + cleft*i_csf
         img = img*(1-core) + core*t_int
         mask = core > 0.5
     elif cls == "pituitary_tumor":   # small, round, midline, sellar region (low in the slice)
-        u0, v0 = rng.uniform(-0.025, 0.025), rng.uniform(0.40, 0.50)*Bb
-        r0 = rng.uniform(0.065, 0.095)
-        e = rng.uniform(0.85, 1.1)
+        u0, v0 = U(-0.025, 0.025), U(0.40, 0.50)*Bb
+        r0 = U(0.08, 0.11)*zoom
+        e = U(0.85, 1.1)
         rt = np.sqrt(((u-u0)*e)**2 + ((v-v0)/e)**2)
         core = _step(r0-rt, w) * brain
-        t_int = rng.uniform(0.75, 0.85) + 0.03*_smooth_noise(rng, size, 1.5*size/128)
+        t_int = U(0.88, 0.98) + 0.03*_smooth_noise(rng, size, 1.5*s128)
         img = img*(1-core) + core*t_int
         mask = core > 0.5
-    # acquisition: bias field, contrast curve and gain, Rician noise
-    cb = rng.normal(0, 0.12, 5)
+    # acquisition: bias field, contrast curve, global level, Rician noise
+    cb = [float(t) for t in rng.normal(0, 0.12, 5)]
     img = img*np.exp(cb[0]*x + cb[1]*y + cb[2]*x*y + cb[3]*(x*x-1/3) + cb[4]*(y*y-1/3))
-    img = np.clip(img, 0, None)**rng.uniform(0.8, 1.25) * rng.uniform(0.65, 1.15)
-    n1, n2 = rng.standard_normal((2, size, size), dtype=np.float32)*rng.uniform(0.015, 0.035)
+    img = np.clip(img, 0, None)**U(0.8, 1.25)
+    img *= U(0.19, 0.27)/img.mean()     # global level: a random mean, whatever the anatomy
+    sigma = U(0.015, 0.035)
+    n1, n2 = rng.standard_normal((2, size, size), dtype=np.float32)*sigma
     img = np.sqrt((img+n1)**2 + n2**2)
     return np.clip(img*255 + 0.5, 0, 255).astype(np.uint8), mask
 
-# %% ../nbs/08_phantom.ipynb #275692f2
+# %% ../nbs/08_phantom.ipynb #54ee8ec0
 def _encode(arr, fmt="PNG", **kw):
     "Encode a uint8 array as image bytes."
     buf = io.BytesIO(); Image.fromarray(arr).save(buf, format=fmt, **kw); return buf.getvalue()
@@ -158,7 +167,7 @@ def _atomic_write(path, data:bytes):
         if os.path.exists(tmp): os.unlink(tmp)
         raise
 
-# %% ../nbs/08_phantom.ipynb #2d08f2c5
+# %% ../nbs/08_phantom.ipynb #93d3d29e
 def mask_for(path, # path of a phantom image (str or Path)
             )->str: # POSIX path of its tumour mask, or "" when it has none
     "Path of the ground-truth mask of phantom image `path` (`images/` → `masks/`), or '' when there is none."
@@ -169,7 +178,7 @@ def mask_for(path, # path of a phantom image (str or Path)
             return m.as_posix() if m.is_file() else ""
     return ""
 
-# %% ../nbs/08_phantom.ipynb #93f7b09a
+# %% ../nbs/08_phantom.ipynb #d99724ca
 def _plant_defects(rows, seed, size, folder):
     "Plant the dirty-data defects next to the clean rows; returns the new manifest rows."
     new = []
@@ -202,7 +211,7 @@ def _plant_defects(rows, seed, size, folder):
     fresh("meningioma_tumor", "meningioma_tumor_x_dark.png", _encode(np.round(a/a.max()*5).astype(np.uint8)), "near_blank")
     return new
 
-# %% ../nbs/08_phantom.ipynb #f5ad3679
+# %% ../nbs/08_phantom.ipynb #31c9e0e4
 def make_phantom_dataset(out_dir, # folder to write `images/`, `masks/` and `phantom.csv` into
                          n_per_class:int=40, # clean slices per class
                          size:int=128, # width and height in pixels

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['HEAVY_ROTATION', 'heavy_policy', 'light_policy', 'apply_policy', 'balance']
+__all__ = ['HEAVY_ROTATION', 'LIGHT_BRIGHTNESS', 'LIGHT_CONTRAST', 'heavy_policy', 'light_policy', 'apply_policy',
+           'light_augment', 'balance']
 
 # %% ../nbs/02_augment.ipynb #24e6d21c
 import tensorflow as tf
@@ -33,13 +34,17 @@ def heavy_policy(seed:int=0, # seed of the layers' random generators
         keras.layers.RandomFlip("horizontal", seed=seed + 4),
     ], name="heavy_policy")
 
+# the light online policy, in one place: used by `light_policy` (Keras layers) and `light_augment` (tf.data)
+LIGHT_BRIGHTNESS = 0.1  # brightness shift, fraction of the 0..255 range: delta ~ U(-25.5, 25.5)
+LIGHT_CONTRAST = 0.1    # contrast factor c ~ U(0.9, 1.1) about each channel's mean
+
 def light_policy(seed:int=0, # seed of the layers' random generators
                 )->keras.Sequential:
-    "Online training policy: horizontal/vertical flips, brightness ±0.1, contrast 0.9–1.1 (0..255 inputs)."
+    "Online training policy as Keras layers: horizontal/vertical flips, brightness ±0.1, contrast 0.9–1.1 (0..255 inputs)."
     return keras.Sequential([
         keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-        keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 1),
-        keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 2),
+        keras.layers.RandomBrightness(LIGHT_BRIGHTNESS, value_range=(0, 255), seed=seed + 1),
+        keras.layers.RandomContrast(LIGHT_CONTRAST, value_range=(0, 255), seed=seed + 2),
     ], name="light_policy")
 
 # %% ../nbs/02_augment.ipynb #0cf048aa
@@ -68,6 +73,19 @@ def apply_policy(policy:keras.Sequential, # a policy from `heavy_policy` or `lig
             y = layer.transform_images(y, t, training=True)
         if single: y = y[0]
     return tf.cast(tf.clip_by_value(tf.round(y), 0.0, 255.0), tf.uint8)
+
+# %% ../nbs/02_augment.ipynb #28fdb5fe
+def light_augment(image, # one uint8 (or float 0..255) image [H,W,C]
+                  seed, # 2 ints or an int64 [2] tensor (stateless: same seed, same result)
+                 )->tf.Tensor:
+    "The light policy on one image with stateless `tf.image` ops (the `tf.data` path); uint8 out."
+    s = tf.random.experimental.stateless_split(tf.cast(tf.reshape(seed, [2]), tf.int64), 4)
+    x = tf.image.stateless_random_flip_left_right(image, s[0])   # flips before the cast: fewer bytes
+    x = tf.image.stateless_random_flip_up_down(x, s[1])
+    x = tf.image.stateless_random_brightness(tf.cast(x, tf.float32), LIGHT_BRIGHTNESS * 255.0, s[2])
+    x = tf.clip_by_value(x, 0.0, 255.0)
+    x = tf.image.stateless_random_contrast(x, 1 - LIGHT_CONTRAST, 1 + LIGHT_CONTRAST, s[3])
+    return tf.cast(tf.clip_by_value(x, 0.0, 255.0) + 0.5, tf.uint8)   # round half up
 
 # %% ../nbs/02_augment.ipynb #008fd491
 def _seed_for(seed:int, source:str, k:int)->int:

@@ -15,7 +15,7 @@ __all__ = ['MIN_IMAGE_SIZE', 'class_names', 'split', 'preprocess_image', 'make_d
 
 # %% ../nbs/03_pipeline.ipynb #be3d2587
 import tensorflow as tf
-from .augment import light_policy, apply_policy
+from .augment import light_augment
 
 # %% ../nbs/03_pipeline.ipynb #d141effb
 def class_names(manifest:pd.DataFrame, # needs a `class` column
@@ -126,7 +126,7 @@ def preprocess_image(path, # file path (str or scalar string tensor)
     img = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False)
     img.set_shape([None, None, 3])
     img = tf.image.resize(img, (S, S), method="bilinear")
-    img = tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
+    img = tf.cast(img + 0.5, tf.uint8)   # bilinear stays within 0..255: round half up, no clip needed
     img.set_shape([S, S, 3])
     return img
 
@@ -191,12 +191,11 @@ def make_dataset(manifest:pd.DataFrame, # rows to load: `path` and (for training
     if training and cache:
         buf = shuffle_buffer or (n if cache == "memory" else min(n, 1024))
         ds = ds.shuffle(buf, seed=seed + 1, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE)
-    if training and augment:
-        policy = light_policy(seed)   # stateless per batch: seeds from a seeded stream, new each epoch
+    if training and augment:   # per image, stateless: seeds from a seeded stream, new each epoch
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: (apply_policy(policy, xy[0], seed=s), xy[1]),
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: (light_augment(xy[0], s), xy[1]),
                                                 num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
 
 # %% ../nbs/03_pipeline.ipynb #cd06def4

@@ -117,3 +117,22 @@ def test_balance_skips_rows_the_audit_dropped(split_manifest, tmp_path):
     b = balance(m, 6, tmp_path / "aug", progress=False)
     assert m.loc[dropped, "path"] not in set(b["source"])
     assert b.loc[b["augmented"], "keep"].all()
+
+
+def test_light_augment_is_the_light_policy_per_image():
+    from brain_tumor_cls.augment import light_augment
+    flat = np.full((16, 16, 3), 128, np.uint8)
+    d = np.array([int(light_augment(flat, (i, 0)).numpy()[0, 0, 0]) - 128 for i in range(40)])
+    assert np.abs(d).max() <= 26 and d.std() > 5               # brightness ±0.1 of the range
+    img = (np.arange(16 * 16 * 3) % 251).reshape(16, 16, 3).astype(np.uint8)
+    a = light_augment(img, (3, 4)).numpy()
+    assert a.dtype == np.uint8 and a.shape == img.shape
+    assert np.array_equal(a, light_augment(img.astype(np.float32), (3, 4)).numpy())   # uint8 or float in
+    assert np.array_equal(a, light_augment(img, (3, 4)).numpy())                      # stateless
+    flipped = set()
+    for i in range(32):   # every flip combination occurs
+        o = light_augment(img, (i, 9)).numpy().astype(float)
+        c = [np.corrcoef(o.ravel(), f.ravel().astype(float))[0, 1]
+             for f in (img, img[:, ::-1], img[::-1], img[::-1, ::-1])]
+        flipped.add(int(np.argmax(c)))
+    assert flipped == {0, 1, 2, 3}

@@ -5,36 +5,44 @@
 # %% auto #0
 __all__ = ['PHANTOM_CLASSES', 'draw_slice', 'mask_for', 'make_phantom_dataset']
 
-# %% ../nbs/08_phantom.ipynb #13eabad9
-import io, os, tempfile
+# %% ../nbs/08_phantom.ipynb #9cf6b827
+import functools, io, os, tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy import ndimage
+from scipy import fft as sfft, ndimage
 
-# %% ../nbs/08_phantom.ipynb #e93e9090
+# %% ../nbs/08_phantom.ipynb #9f5b7626
 PHANTOM_CLASSES = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
 
-# %% ../nbs/08_phantom.ipynb #27f48fd5
-def _smooth_noise(rng, size, sigma, octaves=1):
-    "Zero-mean, unit-std Gaussian-smoothed white noise (periodic), filtered in the Fourier domain."
-    f = np.fft.rfft2(rng.standard_normal((size, size), dtype=np.float32))
-    ky = np.fft.fftfreq(size)[:, None]; kx = np.fft.rfftfreq(size)[None, :]
-    k2 = (2*np.pi)**2*(kx**2 + ky**2)
+# %% ../nbs/08_phantom.ipynb #4c467c84
+@functools.lru_cache(maxsize=16)
+def _k2(size):
+    "Squared angular frequencies of the real 2-D FFT grid of a size x size image (float32)."
+    ky = np.fft.fftfreq(size).astype(np.float32)[:, None]; kx = np.fft.rfftfreq(size).astype(np.float32)[None, :]
+    return (2*np.pi)**2*(kx**2 + ky**2)
+
+def _smooth_noise(rng, size, sigmas, octaves=1):
+    "Stack of zero-mean, unit-std, periodic Gaussian-smoothed noise fields, one per width in `sigmas` (pixels)."
+    sigmas = np.atleast_1d(np.asarray(sigmas, np.float32))
+    octs = np.broadcast_to(octaves, sigmas.shape)
+    f = sfft.rfft2(rng.standard_normal((len(sigmas), size, size), dtype=np.float32))
+    k2 = _k2(size)
     # a normalised Gaussian kernel of width s has transfer function exp(-k^2 s^2/2); the std of filtered
-    # white noise scales like 1/s in 2-D, so multiplying by s/2^o gives octave o the weight 2^-o
-    filt = sum(np.exp(-0.5*k2*(sigma/2**o)**2)*(sigma/2**o)/2**o for o in range(octaves))
-    out = np.fft.irfft2(f*filt, s=(size, size)).astype(np.float32)
-    out -= out.mean()
-    return out/(out.std()+1e-8)
+    # white noise scales like 1/s in 2-D, so the factor s/2^o gives octave o the weight 2^-o
+    filt = np.stack([sum(np.exp(-0.5*k2*(s/2**o)**2)*(s/2**o)/2**o for o in range(int(n)))
+                     for s, n in zip(sigmas, octs)])
+    out = sfft.irfft2(f*filt, s=(size, size))
+    out -= out.mean((1, 2), keepdims=True)
+    return out/(out.std((1, 2), keepdims=True) + 1e-8)
 
 def _step(d, w):
     "Soft indicator of `d > 0`, a linear ramp of width `w` (anti-aliased edges)."
     return np.clip(0.5 + d/w, 0., 1.)
 
-# %% ../nbs/08_phantom.ipynb #c38797ce
+# %% ../nbs/08_phantom.ipynb #8dcaf2a3
 def draw_slice(rng:np.random.Generator, # source of randomness (one per image, for determinism)
                cls:str, # one of `PHANTOM_CLASSES`
                size:int=128, # width and height in pixels
@@ -70,14 +78,16 @@ def draw_slice(rng:np.random.Generator, # source of randomness (one per image, f
     # gyri: sulci are thin CSF clefts folding in from the cortex along meandering lines
     # (a warped angular pattern), each lined by grey matter; white matter fills the gyral cores
     k = int(rng.integers(14, 20))
-    warp = 3.0*_smooth_noise(rng, size, 7.*s128)
+    # all smooth noise fields of the slice in one batched FFT: warp, sulcal reach, texture, lesion shape, lesion texture
+    nz = _smooth_noise(rng, size, np.array([7., 5., 2.5, 2., 1.5])*s128, octaves=[1, 1, 2, 1, 1])
+    warp = 3.0*nz[0]
     fold = np.cos(k*theta + warp + U(0, 2*np.pi))
     dep = (1.-rb)*(0.5*(Ab+Bb))                    # depth below the cortex (normalised units)
-    reach = 0.09 + 0.04*_smooth_noise(rng, size, 5.*s128)
+    reach = 0.09 + 0.04*nz[1]
     sul = (fold > 0.88) & (dep < reach)
     gm = np.clip(1 - (dep - 0.03)/0.01, 0, 1)
     gm = np.maximum(gm, ((fold > 0.35) & (dep < reach + 0.03)).astype(np.float32))
-    tex = _smooth_noise(rng, size, 2.5*s128, octaves=2)
+    tex = nz[2]
     tissue = (i_wm*(1-gm) + i_gm*gm)*(1 + 0.05*tex)
     tissue = np.where(sul, i_csf + 0.08, tissue)
     tissue = ndimage.gaussian_filter(tissue, 0.6*s128)
@@ -102,13 +112,13 @@ def draw_slice(rng:np.random.Generator, # source of randomness (one per image, f
         r0 = U(0.13, 0.19)*zoom
         du, dv = u-u0, v-v0
         rt, th = np.sqrt(du**2 + dv**2), np.arctan2(dv, du)
-        shape = 1 + 0.08*_smooth_noise(rng, size, 2.*s128)
+        shape = 1 + 0.08*nz[3]
         for kk in range(2, 6):
             shape += U(0.03, 0.16)/np.sqrt(kk)*np.cos(kk*th + U(0, 2*np.pi))
         rel = rt/(r0*shape)                          # < 1 inside the mass
         core = _step((1-rel)*r0, w) * brain
         halo = np.clip(2.0 - rel, 0, 1)**1.2 * brain * (1-core)
-        het = _smooth_noise(rng, size, 1.5*s128)
+        het = nz[4]
         necro = _step((U(0.35, 0.6) - rel)*r0, 2*w)
         rim = np.clip(1 - np.abs(rel-0.8)/0.25, 0, 1)
         t_int = U(0.6, 0.7) + 0.15*het + 0.35*rim
@@ -127,7 +137,7 @@ def draw_slice(rng:np.random.Generator, # source of randomness (one per image, f
         e = U(0.85, 1.15)
         rt = np.sqrt(((u-u0)*e)**2 + ((v-v0)/e)**2)
         core = _step(r0-rt, w) * intracranial
-        t_int = U(0.88, 0.98) + 0.03*_smooth_noise(rng, size, 2.*s128)
+        t_int = U(0.88, 0.98) + 0.03*nz[3]
         cleft = np.clip(1.6 - rt/r0, 0, 1)*intracranial*(1-core)*0.5
         img = img*(1-cleft) + cleft*i_csf
         img = img*(1-core) + core*t_int
@@ -138,7 +148,7 @@ def draw_slice(rng:np.random.Generator, # source of randomness (one per image, f
         e = U(0.85, 1.1)
         rt = np.sqrt(((u-u0)*e)**2 + ((v-v0)/e)**2)
         core = _step(r0-rt, w) * brain
-        t_int = U(0.88, 0.98) + 0.03*_smooth_noise(rng, size, 1.5*s128)
+        t_int = U(0.88, 0.98) + 0.03*nz[4]
         img = img*(1-core) + core*t_int
         mask = core > 0.5
     # acquisition: bias field, contrast curve, global level, Rician noise
@@ -151,7 +161,7 @@ def draw_slice(rng:np.random.Generator, # source of randomness (one per image, f
     img = np.sqrt((img+n1)**2 + n2**2)
     return np.clip(img*255 + 0.5, 0, 255).astype(np.uint8), mask
 
-# %% ../nbs/08_phantom.ipynb #54ee8ec0
+# %% ../nbs/08_phantom.ipynb #23f6b0a8
 def _encode(arr, fmt="PNG", **kw):
     "Encode a uint8 array as image bytes."
     buf = io.BytesIO(); Image.fromarray(arr).save(buf, format=fmt, **kw); return buf.getvalue()
@@ -167,7 +177,7 @@ def _atomic_write(path, data:bytes):
         if os.path.exists(tmp): os.unlink(tmp)
         raise
 
-# %% ../nbs/08_phantom.ipynb #93d3d29e
+# %% ../nbs/08_phantom.ipynb #1690e26f
 def mask_for(path, # path of a phantom image (str or Path)
             )->str: # POSIX path of its tumour mask, or "" when it has none
     "Path of the ground-truth mask of phantom image `path` (`images/` → `masks/`), or '' when there is none."
@@ -178,7 +188,7 @@ def mask_for(path, # path of a phantom image (str or Path)
             return m.as_posix() if m.is_file() else ""
     return ""
 
-# %% ../nbs/08_phantom.ipynb #d99724ca
+# %% ../nbs/08_phantom.ipynb #7ff80062
 def _plant_defects(rows, seed, size, folder):
     "Plant the dirty-data defects next to the clean rows; returns the new manifest rows."
     new = []
@@ -211,7 +221,7 @@ def _plant_defects(rows, seed, size, folder):
     fresh("meningioma_tumor", "meningioma_tumor_x_dark.png", _encode(np.round(a/a.max()*5).astype(np.uint8)), "near_blank")
     return new
 
-# %% ../nbs/08_phantom.ipynb #31c9e0e4
+# %% ../nbs/08_phantom.ipynb #d8daf522
 def make_phantom_dataset(out_dir, # folder to write `images/`, `masks/` and `phantom.csv` into
                          n_per_class:int=40, # clean slices per class
                          size:int=128, # width and height in pixels

@@ -6,7 +6,7 @@
 2. The near-duplicate candidate search (multi-index hashing) on 10k / 30k / 100k synthetic 64-bit hashes with
    planted near pairs (target: 100k in < 60 s), against the brute-force all-pairs comparison (vectorised numpy,
    at 10k; larger sizes extrapolated as n^2); once with the band count chosen by the cost model, once with 3 bands
-   (the setting the model picks from ~300k hashes on, where the work is look-ups, linear in n).
+   (the setting the model picks from ~100k hashes on, where the work is look-ups, linear in n).
 
 Run: `python bench/bench_audit.py [--data DIR] [--no-serial]`; writes `bench/results/bench_audit.json`.
 """

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PHANTOM_CLASSES', 'draw_slice', 'mask_for', 'make_phantom_dataset']
 
-# %% ../nbs/08_phantom.ipynb #9cf6b827
+# %% ../nbs/08_phantom.ipynb #8a89f8e4
 import functools, io, os, tempfile
 from pathlib import Path
 
@@ -14,27 +14,26 @@ import pandas as pd
 from PIL import Image
 from scipy import fft as sfft, ndimage
 
-# %% ../nbs/08_phantom.ipynb #9f5b7626
+# %% ../nbs/08_phantom.ipynb #8fb50589
 PHANTOM_CLASSES = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
 
-# %% ../nbs/08_phantom.ipynb #4c467c84
-@functools.lru_cache(maxsize=16)
-def _k2(size):
-    "Squared angular frequencies of the real 2-D FFT grid of a size x size image (float32)."
-    ky = np.fft.fftfreq(size).astype(np.float32)[:, None]; kx = np.fft.rfftfreq(size).astype(np.float32)[None, :]
-    return (2*np.pi)**2*(kx**2 + ky**2)
+# %% ../nbs/08_phantom.ipynb #71bd8cfe
+@functools.lru_cache(maxsize=32)
+def _filters(size, sigmas:tuple, octaves:tuple):
+    "Fourier transfer functions (float32, [len(sigmas), size, size//2+1]) of the smooth-noise fields."
+    ky = np.fft.fftfreq(size)[:, None]; kx = np.fft.rfftfreq(size)[None, :]
+    k2 = (2*np.pi)**2*(kx**2 + ky**2)
+    # a normalised Gaussian kernel of width s has transfer function exp(-k^2 s^2/2); the std of filtered
+    # white noise scales like 1/s in 2-D, so the factor s/2^o gives octave o the weight 2^-o
+    return np.stack([sum(np.exp(-0.5*k2*(s/2**o)**2)*(s/2**o)/2**o for o in range(n))
+                     for s, n in zip(sigmas, octaves)]).astype(np.float32)
 
 def _smooth_noise(rng, size, sigmas, octaves=1):
     "Stack of zero-mean, unit-std, periodic Gaussian-smoothed noise fields, one per width in `sigmas` (pixels)."
-    sigmas = np.atleast_1d(np.asarray(sigmas, np.float32))
-    octs = np.broadcast_to(octaves, sigmas.shape)
+    sigmas = tuple(float(s) for s in np.atleast_1d(sigmas))
+    octaves = tuple(int(o) for o in np.broadcast_to(octaves, (len(sigmas),)))
     f = sfft.rfft2(rng.standard_normal((len(sigmas), size, size), dtype=np.float32))
-    k2 = _k2(size)
-    # a normalised Gaussian kernel of width s has transfer function exp(-k^2 s^2/2); the std of filtered
-    # white noise scales like 1/s in 2-D, so the factor s/2^o gives octave o the weight 2^-o
-    filt = np.stack([sum(np.exp(-0.5*k2*(s/2**o)**2)*(s/2**o)/2**o for o in range(int(n)))
-                     for s, n in zip(sigmas, octs)])
-    out = sfft.irfft2(f*filt, s=(size, size))
+    out = sfft.irfft2(f*_filters(size, sigmas, octaves), s=(size, size))
     out -= out.mean((1, 2), keepdims=True)
     return out/(out.std((1, 2), keepdims=True) + 1e-8)
 
@@ -42,7 +41,7 @@ def _step(d, w):
     "Soft indicator of `d > 0`, a linear ramp of width `w` (anti-aliased edges)."
     return np.clip(0.5 + d/w, 0., 1.)
 
-# %% ../nbs/08_phantom.ipynb #8dcaf2a3
+# %% ../nbs/08_phantom.ipynb #b4e0971f
 def draw_slice(rng:np.random.Generator, # source of randomness (one per image, for determinism)
                cls:str, # one of `PHANTOM_CLASSES`
                size:int=128, # width and height in pixels
@@ -161,7 +160,7 @@ def draw_slice(rng:np.random.Generator, # source of randomness (one per image, f
     img = np.sqrt((img+n1)**2 + n2**2)
     return np.clip(img*255 + 0.5, 0, 255).astype(np.uint8), mask
 
-# %% ../nbs/08_phantom.ipynb #23f6b0a8
+# %% ../nbs/08_phantom.ipynb #7e5d310d
 def _encode(arr, fmt="PNG", **kw):
     "Encode a uint8 array as image bytes."
     buf = io.BytesIO(); Image.fromarray(arr).save(buf, format=fmt, **kw); return buf.getvalue()
@@ -177,7 +176,7 @@ def _atomic_write(path, data:bytes):
         if os.path.exists(tmp): os.unlink(tmp)
         raise
 
-# %% ../nbs/08_phantom.ipynb #1690e26f
+# %% ../nbs/08_phantom.ipynb #9472dc04
 def mask_for(path, # path of a phantom image (str or Path)
             )->str: # POSIX path of its tumour mask, or "" when it has none
     "Path of the ground-truth mask of phantom image `path` (`images/` → `masks/`), or '' when there is none."
@@ -188,7 +187,7 @@ def mask_for(path, # path of a phantom image (str or Path)
             return m.as_posix() if m.is_file() else ""
     return ""
 
-# %% ../nbs/08_phantom.ipynb #7ff80062
+# %% ../nbs/08_phantom.ipynb #405b5730
 def _plant_defects(rows, seed, size, folder):
     "Plant the dirty-data defects next to the clean rows; returns the new manifest rows."
     new = []
@@ -221,7 +220,7 @@ def _plant_defects(rows, seed, size, folder):
     fresh("meningioma_tumor", "meningioma_tumor_x_dark.png", _encode(np.round(a/a.max()*5).astype(np.uint8)), "near_blank")
     return new
 
-# %% ../nbs/08_phantom.ipynb #d8daf522
+# %% ../nbs/08_phantom.ipynb #0c9ddb60
 def make_phantom_dataset(out_dir, # folder to write `images/`, `masks/` and `phantom.csv` into
                          n_per_class:int=40, # clean slices per class
                          size:int=128, # width and height in pixels

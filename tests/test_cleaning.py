@@ -109,6 +109,15 @@ def test_split_leakage(tmp_path):
     assert aud["issues"].map(len).sum() == 3      # 2 x split_leakage + 1 near_duplicate, nothing else
 
 
+def test_manifest_from_csv_with_missing_split(dirty, tmp_path):
+    "A manifest read back from CSV (empty split -> NaN) audits the same."
+    _, man, aud, _, _ = dirty
+    f = tmp_path/"m.csv"; man.assign(split="").to_csv(f, index=False)
+    a2 = audit(pd.read_csv(f), progress=False)
+    assert a2["issues"].map(lambda i: "split_leakage" in i).sum() == 0      # NaN is not a split
+    assert (a2["dup_group"].to_numpy() == aud["dup_group"].to_numpy()).all()
+
+
 def test_bad_inputs_each_get_a_clear_reason(tmp_path):
     bad = write_bad_inputs(tmp_path/"folder"/"c")
     man = pd.DataFrame({"path": list(bad.values()), "class": "c", "split": ""})

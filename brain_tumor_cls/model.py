@@ -50,12 +50,14 @@ def _first_trainable_index(model, trainable_from):
 # %% ../nbs/04_model.ipynb #32f0ac34
 def set_trainable(model:keras.Model, # a model from `build_model`
                   trainable_from:str|int|None=None, # None/"head": head only; "mixed9": top 2 blocks + head; a layer name or index
+                  train_batchnorm:bool=False, # also train BatchNorm layers after `trainable_from` (only for training from scratch)
                  ) -> keras.Model:
     "Freeze every layer before `trainable_from`, unfreeze the rest except BatchNorm (kept in inference mode)."
     start = _first_trainable_index(model, trainable_from)
     model.trainable = True
     for i, layer in enumerate(model.layers):
-        layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= start and (train_batchnorm or not is_bn)
     return model
 
 # %% ../nbs/04_model.ipynb #82ae55b4
@@ -205,4 +207,5 @@ def load_model(path:str|Path, # a .keras file written by `save_model`
     meta = {"class_names": list(meta["class_names"]), "image_size": int(meta["image_size"])}
     if meta["image_size"] != size or len(meta["class_names"]) != n_outputs(model):
         raise ValueError(f"{str(path)!r}: stored metadata {meta} does not match the model (input {size}px, {n_outputs(model)} classes)")
+    model.btc_class_names = tuple(meta["class_names"])  # lets `train` refuse data with another class list
     return model, meta

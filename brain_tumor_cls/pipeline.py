@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_pipeline.ipynb #581971ad
 from __future__ import annotations
-import os, warnings
+import hashlib, os, warnings
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +159,7 @@ def make_dataset(manifest:pd.DataFrame, # rows to load: `path` and (for training
                  image_size:int=299, # side S of the square images (>= 75)
                  batch_size:int=32, # images per batch
                  training:bool=False, # shuffle and (if `augment`) augment
-                 cache=None, # None, "memory" or a file path prefix for the decoded images
+                 cache=None, # None, "memory" or a file path prefix for the decoded images (see below)
                  seed:int=0, # seed for shuffling and augmentation
                  augment:bool=True, # online light augmentation (training only)
                  shuffle_buffer:int|None=None, # images shuffled after the cache (default: all, or 1024 for a file cache)
@@ -186,8 +186,9 @@ def make_dataset(manifest:pd.DataFrame, # rows to load: `path` and (for training
     ds = ds.map(lambda p, y: (preprocess_image(p, S), y), num_parallel_calls=AUTOTUNE)
     ds = ds.ignore_errors(log_warning=True)
     if cache == "memory": ds = ds.cache()
-    elif cache: 
-        Path(cache).parent.mkdir(parents=True, exist_ok=True); ds = ds.cache(str(cache))
+    elif cache:   # the file name carries a digest of the rows and the size: a changed manifest never reads a stale cache
+        key = hashlib.sha1(("\n".join(paths) + f"\n{S}").encode()).hexdigest()[:12]
+        Path(cache).parent.mkdir(parents=True, exist_ok=True); ds = ds.cache(f"{cache}-{S}px-{key}")
     if training and cache:
         buf = shuffle_buffer or (n if cache == "memory" else min(n, 1024))
         ds = ds.shuffle(buf, seed=seed + 1, reshuffle_each_iteration=True)

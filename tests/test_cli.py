@@ -113,16 +113,6 @@ def test_evaluate_and_report_commands(tiny_run):
     assert json.loads((out/"metrics.json").read_text())["accuracy"] == m0["accuracy"]  # same model, same test split
 
 
-def test_repeat_from_config(tiny_run):
-    tmp, out, _ = tiny_run
-    out2 = tmp/"run2"
-    assert cli.main(["run", "--config", str(out/"config.json"), "--out", str(out2), "--quiet"]) == 0
-    for f in ["audit.csv", "splits.csv"]:
-        assert pd.read_csv(out/f).equals(pd.read_csv(out2/f)), f
-    c1, c2 = (json.loads((d/"config.json").read_text()) for d in (out, out2))
-    assert {k: c1[k] for k in cli.DEFAULTS if k != "out"} == {k: c2[k] for k in cli.DEFAULTS if k != "out"}
-
-
 def test_audit_command(tmp_path, capsys):
     make_phantom_dataset(tmp_path/"ph", n_per_class=5, size=64, seed=2, dirty=True, progress=False)
     assert cli.main(["audit", str(tmp_path/"ph"/"images"), "--out", str(tmp_path/"a")]) == 0

@@ -1,0 +1,221 @@
+"""Reliability suite for `btc`: hostile inputs, bad folders, source immutability, SIGKILL + resume, unsafe models.
+
+Every test runs the real command (`python -m brain_tumor_cls.cli`) in a subprocess with tiny settings
+(75 px, 1-2 epochs, random weights, a few phantom images), so the whole file stays within a few minutes on 2 CPU cores.
+"""
+import hashlib, json, os, shutil, signal, struct, subprocess, sys, time, zipfile, zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from brain_tumor_cls.phantom import make_phantom_dataset
+from brain_tumor_cls.report import parse_issues
+from test_report import check_report_html
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore", KERAS_HOME="/nonexistent-keras-home")
+TINY = ["--image-size", "75", "--epochs", "1", "--batch-size", "16", "--weights", "none", "--gallery", "4"]
+
+
+def btc(*args, timeout=300, **kw):
+    "Run `btc ARGS` as a subprocess; returns CompletedProcess (text)."
+    return subprocess.run([sys.executable, "-m", "brain_tumor_cls.cli", *map(str, args)], env=ENV, text=True,
+                          capture_output=True, timeout=timeout, **kw)
+
+
+def checksums(root):
+    "sha256 of every regular file and the target of every symlink under `root` (symlinks not followed)."
+    out = {}
+    for dp, dns, fns in os.walk(root):
+        for n in dns + fns:
+            p = os.path.join(dp, n)
+            if os.path.islink(p): out[p] = "link->" + os.readlink(p)
+            elif os.path.isfile(p): out[p] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            else: out[p] = "dir"
+    return out
+
+
+def png_claiming(path, w, h):
+    "A PNG whose header claims w×h pixels (a decompression bomb for a naive decoder)."
+    def chunk(kind, data): return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def phantom_images(tmp, n, seed):
+    ph = make_phantom_dataset(tmp/f"ph{seed}", n_per_class=n, size=96, seed=seed, progress=False)
+    return tmp/f"ph{seed}"/"images", ph
+
+
+# files that must be rejected, with the reasons the audit may give them
+MUST_REJECT = {
+    "glioma_tumor/empty.jpg": {"empty_file"},
+    "glioma_tumor/truncated.jpg": {"corrupt"},
+    "meningioma_tumor/notes.jpg": {"not_an_image"},
+    "no_tumor/tiny 1x1.png": {"too_small", "resolution_outlier"},
+    "pituitary_tumor/bomb.png": {"decompression_bomb"},
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    "A small phantom set with hostile files mixed in; returns the folder."
+    tmp = tmp_path_factory.mktemp("hostile")
+    src, _ = phantom_images(tmp, 8, seed=0)
+    extra, _ = phantom_images(tmp, 2, seed=7)  # other slices, converted to odd formats (not duplicates of `src`)
+    root = tmp/"data"; shutil.copytree(src, root)
+    ex = sorted(extra.rglob("*.png"))
+    g = lambda i: Image.open(ex[i]).convert("L")
+    (root/"glioma_tumor"/"empty.jpg").write_bytes(b"")
+    b = __import__("io").BytesIO(); g(0).convert("RGB").save(b, "JPEG"); jpg = b.getvalue()
+    (root/"glioma_tumor"/"truncated.jpg").write_bytes(jpg[:len(jpg) // 2])
+    (root/"meningioma_tumor"/"notes.jpg").write_text("these are my notes, not an image\n")
+    Image.fromarray((np.asarray(g(1), np.uint16) * 257)).save(root/"glioma_tumor"/"sixteen_bit.png")
+    g(2).convert("RGBA").save(root/"meningioma_tumor"/"rgba.png")
+    g(3).convert("P").save(root/"no_tumor"/"palette.png")
+    g(4).convert("CMYK").save(root/"pituitary_tumor"/"cmyk.jpg", "JPEG")
+    g(5).save(root/"glioma_tumor"/"grey.jpg", "JPEG")
+    Image.new("L", (1, 1), 80).save(root/"no_tumor"/"tiny 1x1.png")
+    png_claiming(root/"pituitary_tumor"/"bomb.png", 50_000, 50_000)
+    g(6).save(root/"meningioma_tumor"/"tümor scan (1).png")
+    g(7).save(root/"no_tumor"/"脑 扫描.png")
+    g(0).save(root/"pituitary_tumor"/"UPPER CASE.PNG")
+    g(1).convert("RGB").save(root/"no_tumor"/"SCAN.JPEG", "JPEG")
+    (root/"empty_class").mkdir()
+    os.symlink("..", root/"glioma_tumor"/"loop")  # a symlink loop
+    return root
+
+
+@pytest.fixture(scope="module")
+def hostile_run(hostile, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")/"hostile_run"
+    before = checksums(hostile)
+    r = btc("run", hostile, "--out", out, "--quiet", *TINY)
+    return r, out, before
+
+
+def test_hostile_inputs_complete_with_exit_0(hostile_run):
+    r, out, _ = hostile_run
+    assert r.returncode == 0, r.stderr[-2000:]
+    for f in ["config.json", "manifest.csv", "audit.csv", "splits.csv", "model.keras", "history.csv",
+              "metrics.json", "predictions.csv", "report.html"]:
+        assert (out/f).is_file(), f
+    assert r.stdout.strip() == "", "--quiet prints nothing"
+
+
+def test_report_lists_every_rejected_file(hostile_run, hostile):
+    r, out, _ = hostile_run
+    aud = pd.read_csv(out/"audit.csv", keep_default_na=False)
+    aud["rel"] = [Path(p).relative_to(hostile).as_posix() for p in aud["path"]]
+    html = (out/"report.html").read_text("utf-8")
+    check_report_html(html)
+    import html as H
+    rej = aud[aud["keep"].astype(str) == "False"]
+    for rel, reasons in MUST_REJECT.items():
+        row = rej[rej["rel"] == rel]
+        assert len(row) == 1, f"{rel} not rejected"
+        assert set(parse_issues(row["issues"].iloc[0])) & reasons, (rel, row["issues"].iloc[0])
+    for rel, iss in zip(rej["rel"], rej["issues"]):   # every rejected file is in the report with its reasons
+        assert H.escape(rel) in html, rel
+        for reason in parse_issues(iss): assert reason in html
+    # valid images in odd formats and odd names are scanned
+    for rel in ["glioma_tumor/sixteen_bit.png", "meningioma_tumor/rgba.png", "no_tumor/palette.png",
+                "pituitary_tumor/cmyk.jpg", "glioma_tumor/grey.jpg", "meningioma_tumor/tümor scan (1).png",
+                "no_tumor/脑 扫描.png", "pituitary_tumor/UPPER CASE.PNG", "no_tumor/SCAN.JPEG"]:
+        assert rel in set(aud["rel"]), rel
+
+
+def test_source_is_immutable(hostile_run, hostile):
+    _, out, before = hostile_run
+    assert checksums(hostile) == before
+    assert not any(hostile in p.parents for p in [out])
+
+
+def test_no_temporary_files_left(hostile_run):
+    _, out, _ = hostile_run
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def _tiny_flat(root, classes, n=2, size=32):
+    for c in classes:
+        for i in range(n):
+            p = root/c/f"{c}_{i}.png"; p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (size, size), dtype=np.uint8)).save(p)
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "empty", "one_class", "no_usable"])
+def test_bad_input_exit_2(tmp_path, case):
+    data = tmp_path/"data"
+    if case == "file": data.write_text("not a folder")
+    elif case == "empty": data.mkdir()
+    elif case == "one_class": _tiny_flat(data, ["glioma_tumor"])
+    elif case == "no_usable":
+        for c in ["glioma_tumor", "no_tumor"]:
+            (data/c).mkdir(parents=True); (data/c/"a.jpg").write_text("text"); (data/c/"b.png").write_bytes(b"")
+    before = checksums(tmp_path)
+    r = btc("run", data, "--out", tmp_path/"out", "--quiet", *TINY)
+    assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("btc: error:"), r.stderr
+    assert str(data) in lines[0] or "data" in lines[0]
+    key = {"missing": "not found", "file": "not a folder", "empty": "", "one_class": "one class",
+           "no_usable": "no usable"}[case]
+    assert key.lower() in lines[0].lower(), lines[0]
+    assert {k: v for k, v in checksums(tmp_path).items() if "/out" not in k} == before
+
+
+def _files_are_whole(run):
+    "Every output under its final name parses: no half-written file."
+    for p in run.rglob("*"):
+        if not p.is_file() or ".tmp-" in p.name: continue
+        if p.parent.name not in (run.name, "figures", "gradcam"): continue  # Keras' own backup folders
+        if p.suffix == ".csv": pd.read_csv(p)
+        elif p.suffix == ".json": json.loads(p.read_text("utf-8"))
+        elif p.suffix == ".keras":
+            with zipfile.ZipFile(p) as z: assert z.testzip() is None
+        elif p.suffix == ".png": Image.open(p).verify()
+        elif p.suffix == ".html": assert p.read_text("utf-8").rstrip().endswith("</html>")
+
+
+def test_sigkill_during_training_then_resume(tmp_path):
+    data, _ = phantom_images(tmp_path, 6, seed=3)
+    out = tmp_path/"run"
+    args = ["run", data, "--out", out, *TINY, "--epochs", "3"]
+    p = subprocess.Popen([sys.executable, "-m", "brain_tumor_cls.cli", *map(str, args)], env=ENV, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        t0 = time.time()
+        # wait until training has completed its first epoch (a line in history.csv or the training log), then kill
+        while time.time() - t0 < 240 and p.poll() is None:
+            logs = [f for f in out.rglob("*.csv") if f.name in ("history.csv", "training_log.csv", "log.csv")] if out.exists() else []
+            if any(len(f.read_text().strip().splitlines()) >= 2 for f in logs): break
+            time.sleep(0.2)
+        assert p.poll() is None, "finished before it could be killed: " + p.stdout.read()[-2000:]
+        p.send_signal(signal.SIGKILL); p.wait(30)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == -signal.SIGKILL
+    assert not (out/"report.html").exists()
+    _files_are_whole(out)
+    r = btc(*args)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "resum" in r.stdout.lower()
+    h = pd.read_csv(out/"history.csv")
+    assert len(h) == 3, h
+    _files_are_whole(out)
+    check_report_html((out/"report.html").read_text("utf-8"))
+
+
+def test_predict_refuses_lambda_model(tmp_path):
+    import keras
+    inp = keras.Input((8, 8, 3)); x = keras.layers.Lambda(lambda t: t * 2.0)(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x); m = keras.Model(inp, keras.layers.Dense(2)(x))
+    m.save(tmp_path/"evil.keras")
+    (tmp_path/"a.png").write_bytes(b"")
+    Image.new("L", (8, 8)).save(tmp_path/"a.png")
+    r = btc("predict", tmp_path/"evil.keras", tmp_path/"a.png", "--out", tmp_path/"p.csv")
+    assert r.returncode == 2, r.stderr
+    assert "refusing" in r.stderr and "Lambda" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path/"p.csv").exists()

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['HEAVY_ROTATION', 'LIGHT_BRIGHTNESS', 'LIGHT_CONTRAST', 'heavy_policy', 'light_policy', 'apply_policy',
-           'light_augment', 'balance']
+__all__ = ['HEAVY_ROTATION', 'HEAVY_SHIFT', 'HEAVY_SHEAR', 'HEAVY_ZOOM', 'LIGHT_BRIGHTNESS', 'LIGHT_CONTRAST', 'RandomAffine',
+           'heavy_policy', 'light_policy', 'apply_policy', 'light_augment', 'balance']
 
 # %% ../nbs/02_augment.ipynb #24e6d21c
 import tensorflow as tf
@@ -21,18 +21,60 @@ from tqdm.auto import tqdm
 
 # %% ../nbs/02_augment.ipynb #8ff2bfa8
 HEAVY_ROTATION = 20 / 360  # ±20° as a fraction of a full turn
+HEAVY_SHIFT, HEAVY_SHEAR, HEAVY_ZOOM = 0.1, 0.1, 0.1  # fractions of the image size / zoom 0.9–1.1
+
+class RandomAffine(keras.layers.Layer):
+    "Rotation, shift, shear, zoom and horizontal flip composed into ONE affine warp (one resampling)."
+    def __init__(self, rotation=HEAVY_ROTATION, shift=HEAVY_SHIFT, shear=HEAVY_SHEAR, zoom=HEAVY_ZOOM,
+                 flip=True, fill_mode="nearest", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rotation, self.shift, self.shear, self.zoom, self.flip = rotation, shift, shear, zoom, flip
+        self.fill_mode, self.seed = fill_mode, seed
+        self.generator = keras.random.SeedGenerator(seed)
+    def get_random_transformation(self, images, training=True, seed=None):
+        seed = self.generator if seed is None else seed
+        b = tf.shape(images)[0]
+        u = lambda lo, hi: keras.random.uniform((b,), lo, hi, seed=seed)
+        return {"theta": u(-2 * np.pi * self.rotation, 2 * np.pi * self.rotation),
+                "tx": u(-self.shift, self.shift), "ty": u(-self.shift, self.shift),
+                "shear": u(-self.shear, self.shear), "zoom": u(1 - self.zoom, 1 + self.zoom),
+                "flip": tf.where(u(0.0, 1.0) < (0.5 if self.flip else -1.0), -1.0, 1.0)}
+    def transform_images(self, images, t, training=True):
+        h, w = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+        c, s, z = tf.cos(t["theta"]), tf.sin(t["theta"]), t["zoom"]
+        # output -> input map: A = R(theta) · Shear · Zoom · Flip about the centre, then the shift
+        a00, a01 = c * z * t["flip"], (c * t["shear"] - s) * z
+        a10, a11 = s * z * t["flip"], (s * t["shear"] + c) * z
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        a02 = cx + t["tx"] * w - a00 * cx - a01 * cy
+        a12 = cy + t["ty"] * h - a10 * cx - a11 * cy
+        zero = tf.zeros_like(c)
+        m = tf.stack([a00, a01, a02, a10, a11, a12, zero, zero], axis=1)
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.cast(images, tf.float32), transforms=m, output_shape=tf.shape(images)[1:3],
+            fill_value=0.0, interpolation="BILINEAR", fill_mode=self.fill_mode.upper())
+    def call(self, images, training=True):
+        if not training: return images
+        x = tf.convert_to_tensor(images)
+        single = len(x.shape) == 3
+        x = x[None] if single else x
+        y = self.transform_images(x, self.get_random_transformation(x))
+        return y[0] if single else y
 
 def heavy_policy(seed:int=0, # seed of the layers' random generators
                  fill_mode:str="nearest", # how pixels outside the image are filled
+                 single_warp:bool=True, # one composed affine warp (sharp) or the stack of Keras layers (4 resamplings)
                 )->keras.Sequential:
     "Offline balancing policy: rotation ±20°, shift 0.1, shear 0.1, zoom 0.1, horizontal flip."
+    if single_warp:
+        return keras.Sequential([RandomAffine(fill_mode=fill_mode, seed=seed)], name="heavy_policy")
     return keras.Sequential([
         keras.layers.RandomRotation(HEAVY_ROTATION, fill_mode=fill_mode, seed=seed),
-        keras.layers.RandomTranslation(0.1, 0.1, fill_mode=fill_mode, seed=seed + 1),
-        keras.layers.RandomShear(x_factor=0.1, y_factor=0.0, fill_mode=fill_mode, seed=seed + 2),
-        keras.layers.RandomZoom(0.1, fill_mode=fill_mode, seed=seed + 3),
+        keras.layers.RandomTranslation(HEAVY_SHIFT, HEAVY_SHIFT, fill_mode=fill_mode, seed=seed + 1),
+        keras.layers.RandomShear(x_factor=HEAVY_SHEAR, y_factor=0.0, fill_mode=fill_mode, seed=seed + 2),
+        keras.layers.RandomZoom(HEAVY_ZOOM, fill_mode=fill_mode, seed=seed + 3),
         keras.layers.RandomFlip("horizontal", seed=seed + 4),
-    ], name="heavy_policy")
+    ], name="heavy_policy_layers")
 
 # the light online policy, in one place: used by `light_policy` (Keras layers) and `light_augment` (tf.data)
 LIGHT_BRIGHTNESS = 0.1  # brightness shift, fraction of the 0..255 range: delta ~ U(-25.5, 25.5)

@@ -136,3 +136,24 @@ def test_light_augment_is_the_light_policy_per_image():
              for f in (img, img[:, ::-1], img[::-1], img[::-1, ::-1])]
         flipped.add(int(np.argmax(c)))
     assert flipped == {0, 1, 2, 3}
+
+
+def test_random_affine_geometry_and_sharpness():
+    from brain_tumor_cls.augment import RandomAffine
+    layer = RandomAffine()
+    x = tf.random.stateless_uniform((1, 20, 30, 3), (0, 2), 0, 255)
+    def t(**k):
+        base = {"theta": 0.0, "tx": 0.0, "ty": 0.0, "shear": 0.0, "zoom": 1.0, "flip": 1.0} | k
+        return {n: tf.constant([v], tf.float32) for n, v in base.items()}
+    xn = x.numpy()
+    assert np.allclose(layer.transform_images(x, t()).numpy(), xn)
+    assert np.allclose(layer.transform_images(x, t(flip=-1.0)).numpy(), xn[:, :, ::-1])
+    assert np.allclose(layer.transform_images(x, t(tx=1 / 30)).numpy()[0, :, :-1], xn[0, :, 1:])
+    assert np.allclose(layer.transform_images(x, t(theta=np.pi)).numpy(), xn[:, ::-1, ::-1], atol=0.01)
+    # one warp keeps more detail than the stack of four Keras layers
+    img = np.kron((np.indices((16, 16)).sum(0) % 2 * 255).astype(np.uint8), np.ones((4, 4), np.uint8))
+    img = np.repeat(img[..., None], 3, -1)
+    def sharp(y): y = np.asarray(y, float)[..., 0]; return np.abs(np.diff(y, axis=0)).mean() + np.abs(np.diff(y, axis=1)).mean()
+    one = np.mean([sharp(apply_policy(heavy_policy(0), img, seed=(i, 0))) for i in range(4)])
+    four = np.mean([sharp(apply_policy(heavy_policy(0, single_warp=False), img, seed=(i, 0))) for i in range(4)])
+    assert one > four

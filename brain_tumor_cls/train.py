@@ -6,22 +6,23 @@
 __all__ = ['AtomicCheckpoint', 'AtomicBackupAndRestore', 'feature_extractor', 'head_model', 'extract_features', 'has_random_ops',
            'default_strategy', 'train', 'plot_history']
 
-# %% ../nbs/05_train.ipynb #ba8c47ff
+# %% ../nbs/05_train.ipynb #4cc76379
 import json
 import os
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# %% ../nbs/05_train.ipynb #87b04815
+# %% ../nbs/05_train.ipynb #34050cba
 import keras
 import tensorflow as tf
 from .model import HEAD_LAYERS, backbone_frozen, n_outputs, save_model, set_trainable
 
-# %% ../nbs/05_train.ipynb #734df77e
+# %% ../nbs/05_train.ipynb #7a7b84dc
 def _tmp_beside(path, suffix):
     "A fresh temporary file name in the folder of `path` (same filesystem, so `os.replace` is atomic)."
     path = Path(path)
@@ -47,7 +48,7 @@ def _atomic_write_text(path, text):
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 
-# %% ../nbs/05_train.ipynb #d38c699f
+# %% ../nbs/05_train.ipynb #26727b4c
 class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
     "`ModelCheckpoint` (best `val_loss`, weights only) that writes atomically and may save another model than the one fitted."
     def __init__(self, filepath, # a `.weights.h5` file
@@ -68,7 +69,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
         _atomic_write_text(self._training_metadata_path, json.dumps(meta))
 
-# %% ../nbs/05_train.ipynb #9492fc3f
+# %% ../nbs/05_train.ipynb #8bd14826
 def feature_extractor(model:keras.Model) -> keras.Model:
     "The backbone up to global average pooling: images -> [B, 2048] features."
     return keras.Model(model.inputs, model.get_layer("avg_pool").output, name="features")
@@ -80,14 +81,24 @@ def head_model(model:keras.Model) -> keras.Model:
     for name in HEAD_LAYERS[1:]: x = model.get_layer(name)(x)
     return keras.Model(feats, x, name="head")
 
-# %% ../nbs/05_train.ipynb #0fd81c6d
+# %% ../nbs/05_train.ipynb #5155842a
+_FEATURE_FNS = weakref.WeakKeyDictionary()  # model -> compiled feature function, traced once
+
+def _feature_fn(model):
+    fn = _FEATURE_FNS.get(model)
+    if fn is None:
+        ext = feature_extractor(model)
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        fn = _FEATURE_FNS[model] = tf.function(lambda x: ext(x, training=False), input_signature=[spec])
+    return fn
+
+# %% ../nbs/05_train.ipynb #2f6b4551
 def extract_features(model:keras.Model, # a model from `build_model`
                      ds:tf.data.Dataset, # batches of (images, labels)
                      progress:bool=True, # show a progress bar
                     ) -> tuple[np.ndarray, np.ndarray, int]:
     "One pass over `ds`: pooled backbone features, labels, and the largest batch size seen."
-    ext = feature_extractor(model)
-    f = tf.function(lambda x: ext(x, training=False), reduce_retracing=True)
+    f = _feature_fn(model)
     from tqdm.auto import tqdm
     feats, labels, bs = [], [], 0
     for x, y in tqdm(ds, desc="features", disable=not progress, leave=False):
@@ -96,7 +107,7 @@ def extract_features(model:keras.Model, # a model from `build_model`
     if not feats: raise ValueError("the dataset is empty")
     return np.concatenate(feats), np.concatenate(labels).astype("int32"), bs
 
-# %% ../nbs/05_train.ipynb #1c50c58b
+# %% ../nbs/05_train.ipynb #6c7aff1a
 _RANDOM_OPS = ("Random", "Multinomial")  # op-name fragments of random-number ops
 
 def has_random_ops(ds:tf.data.Dataset) -> bool|None:
@@ -109,13 +120,13 @@ def has_random_ops(ds:tf.data.Dataset) -> bool|None:
     ops = [n.op for fn in graph.library.function for n in fn.node_def]
     return any(any(r in op for r in _RANDOM_OPS) for op in ops)
 
-# %% ../nbs/05_train.ipynb #4f1c835b
+# %% ../nbs/05_train.ipynb #aa17096b
 def default_strategy():
     "MirroredStrategy over all GPUs when there are several, else the current (default) strategy."
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
-# %% ../nbs/05_train.ipynb #74aa971e
+# %% ../nbs/05_train.ipynb #024530c3
 def _labels_of(ds, limit=None):
     ys = []
     for i, (_, y) in enumerate(ds):
@@ -153,7 +164,7 @@ def _read_log(path):
     log = pd.read_csv(path)
     return log.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
 
-# %% ../nbs/05_train.ipynb #138607c4
+# %% ../nbs/05_train.ipynb #b0420402
 def _fit_phase(strategy, fit_model, x, val, run_dir, phase, first_epoch, epochs, lr, patience, lr_patience, min_lr,
                class_weight, ckpt_target, best_before, extra_callbacks, verbose, batch_size=None, mixed=False):
     "One `fit` with the standard callbacks; returns the path of the best checkpoint (or None)."
@@ -168,11 +179,13 @@ def _fit_phase(strategy, fit_model, x, val, run_dir, phase, first_epoch, epochs,
            keras.callbacks.CSVLogger(str(run_dir/"log.csv"), append=True),
            AtomicBackupAndRestore(str(run_dir/"backup"/phase)),
            *extra_callbacks]
-    fit_model.fit(x, validation_data=val, epochs=first_epoch + epochs, initial_epoch=first_epoch,
-                  class_weight=class_weight, callbacks=cbs, verbose=verbose)
+    with warnings.catch_warnings():  # harmless with tf.data input (pre-shuffled; unknown cardinality)
+        warnings.filterwarnings("ignore", message=".*(shuffle=True. was passed|input ran out of data).*")
+        fit_model.fit(x, validation_data=val, epochs=first_epoch + epochs, initial_epoch=first_epoch,
+                      class_weight=class_weight, callbacks=cbs, verbose=verbose)
     return ckpt if ckpt.exists() else None
 
-# %% ../nbs/05_train.ipynb #5474c228
+# %% ../nbs/05_train.ipynb #0dea6c8d
 def train(model:keras.Model, # from `build_model` (or `load_model`); trained in place
           train_ds:tf.data.Dataset, # batches of (uint8 images, int labels)
           val_ds:tf.data.Dataset, # validation batches, same format
@@ -232,9 +245,8 @@ def train(model:keras.Model, # from `build_model` (or `load_model`); trained in 
     if state.get("phase") not in ("head_done", "done"):
         set_trainable(work, None)
         labels = None
-        if cache_features == "auto":
-            random_ops = has_random_ops(train_ds)
-            fast = random_ops is False
+        if epochs <= 0: fast = False  # nothing to train in this phase
+        elif cache_features == "auto": fast = has_random_ops(train_ds) is False
         else: fast = bool(cache_features)
         if fast:
             ftr, ytr, bs = extract_features(work, train_ds, progress)
@@ -290,7 +302,7 @@ def train(model:keras.Model, # from `build_model` (or `load_model`); trained in 
         fig.savefig(run_dir/"figures"/"training_curves.png", dpi=100, bbox_inches="tight"); plt.close(fig)
     return history
 
-# %% ../nbs/05_train.ipynb #8156f72a
+# %% ../nbs/05_train.ipynb #90dcab9c
 def plot_history(history:pd.DataFrame, # from `train` (or history.csv)
                 ):
     "Loss and accuracy curves, train vs validation, with the fine-tuning start marked."

@@ -45,27 +45,26 @@ def _group_keys(df:pd.DataFrame)->pd.Series:
 
 def _assign_groups(classes:pd.Series, keys:pd.Series, fracs:dict, seed:int)->pd.Series:
     "Greedy stratified assignment of groups to the splits in `fracs` (name -> fraction)."
+    from collections import Counter
     names = [s for s, f in fracs.items() if f > 0]
-    out = pd.Series("", index=classes.index, dtype=object)
-    if len(classes) == 0: return out
-    cls = sorted(classes.unique())
-    n_c = classes.value_counts()
-    target = {s: {c: fracs[s] * n_c[c] for c in cls} for s in names}
-    have = {s: {c: 0.0 for c in cls} for s in names}
+    if len(classes) == 0: return pd.Series("", index=classes.index, dtype=object)
+    n_c = Counter(classes)
+    target = {s: {c: fracs[s] * n for c, n in n_c.items()} for s in names}
+    have = {s: dict.fromkeys(n_c, 0.0) for s in names}
     groups = {}
     for i, k, c in zip(classes.index, keys, classes): groups.setdefault(k, []).append((i, c))
     order = sorted(groups, key=str)
     rng = np.random.default_rng(seed)
     order = [order[j] for j in rng.permutation(len(order))]
     order.sort(key=lambda k: -len(groups[k]))  # stable: size desc, seeded ties
+    out = {}
     for k in order:
-        counts = pd.Series([c for _, c in groups[k]]).value_counts()
-        def need(s):
-            return sum(g * (target[s][c] - have[s][c]) / max(target[s][c], 1e-9) for c, g in counts.items())
+        counts = Counter(c for _, c in groups[k])
+        need = lambda s: sum(g * (target[s][c] - have[s][c]) / max(target[s][c], 1e-9) for c, g in counts.items())
         best = max(names, key=lambda s: (need(s), fracs[s]))
         for i, c in groups[k]:
             out[i] = best; have[best][c] += 1
-    return out
+    return pd.Series(out, dtype=object).reindex(classes.index)
 
 # %% ../nbs/03_pipeline.ipynb #a236e932
 def split(manifest:pd.DataFrame, # needs `path`, `class`; uses `split` and `dup_group` when present

@@ -6,28 +6,28 @@
 __all__ = ['find_target_layer', 'gradcam', 'upsample', 'overlay', 'plot_gallery', 'localisation', 'random_baseline',
            'localisation_summary']
 
-# %% ../nbs/07_gradcam.ipynb #8951d256
+# %% ../nbs/07_gradcam.ipynb #9f4fb604
 import weakref, warnings
 import numpy as np
 import pandas as pd
 
-# %% ../nbs/07_gradcam.ipynb #74517364
+# %% ../nbs/07_gradcam.ipynb #42ecc53f
 import keras
 import tensorflow as tf
 
-# %% ../nbs/07_gradcam.ipynb #ff5a7da5
+# %% ../nbs/07_gradcam.ipynb #25e9a35d
 import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-# %% ../nbs/07_gradcam.ipynb #b88a333d
+# %% ../nbs/07_gradcam.ipynb #a788ff75
 _POOL = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten)
 
 def _rank(layer):
     try: return len(layer.output.shape)
     except Exception: return None
 
-# %% ../nbs/07_gradcam.ipynb #f43fe6c9
+# %% ../nbs/07_gradcam.ipynb #fad08f10
 def find_target_layer(model:keras.Model, # a flat functional classifier
                      ) -> str:
     "Name of the last full feature block: `mixed10` when present, else the last 4-D layer feeding global pooling."
@@ -39,7 +39,7 @@ def find_target_layer(model:keras.Model, # a flat functional classifier
         if _rank(l) == 4 and not isinstance(l, keras.layers.InputLayer): return l.name
     raise ValueError("find_target_layer: the model has no layer with a 4-D (batch, height, width, channels) output")
 
-# %% ../nbs/07_gradcam.ipynb #2a6cd7e6
+# %% ../nbs/07_gradcam.ipynb #fc0dde07
 def _is_softmax(fn): return getattr(fn, "__name__", "") == "softmax"
 
 _CACHE = weakref.WeakKeyDictionary()
@@ -60,7 +60,7 @@ def _grad_model(model, layer):
     per[layer] = (gm, dense)
     return per[layer]
 
-# %% ../nbs/07_gradcam.ipynb #dcb4519e
+# %% ../nbs/07_gradcam.ipynb #386f05d5
 def _cams(gm, dense, x, class_index, method, target):
     "Raw (unnormalised) maps for one batch, plus the class indices, logits and probabilities."
     x = tf.convert_to_tensor(x, tf.float32)
@@ -83,7 +83,7 @@ def _cams(gm, dense, x, class_index, method, target):
     cam = tf.nn.relu(tf.einsum("bhwk,bk->bhw", feats, w))
     return cam.numpy(), idx.numpy(), logits.numpy(), probs.numpy()
 
-# %% ../nbs/07_gradcam.ipynb #bffca060
+# %% ../nbs/07_gradcam.ipynb #c9ddba37
 def gradcam(model:keras.Model, # classifier (raw RGB input, a `logits` layer or a final softmax)
             images, # float/uint8 array [B,H,W,3] of raw pixels (or one image [H,W,3])
             class_index=None, # class to explain: None = predicted class, an int for all images, or one int per image
@@ -120,7 +120,7 @@ def gradcam(model:keras.Model, # classifier (raw RGB input, a `logits` layer or 
                         "raw_max": mx, "all_zero": empty})
     return cams, det
 
-# %% ../nbs/07_gradcam.ipynb #abdd8d5f
+# %% ../nbs/07_gradcam.ipynb #80e7665e
 def upsample(cams, # maps [B,h,w] (or one [h,w])
              size, # output (H, W) or int
             ) -> np.ndarray:
@@ -147,7 +147,7 @@ def overlay(image, # one image [H,W,3] or [H,W] (uint8 0..255 or float)
     out = (1 - a) * img + a * heat
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
-# %% ../nbs/07_gradcam.ipynb #194fa006
+# %% ../nbs/07_gradcam.ipynb #13b2285c
 def plot_gallery(images, # images [B,H,W,3] (raw pixels)
                  cams, # maps [B,h,w]
                  true=None, # true class names (or None)
@@ -173,7 +173,7 @@ def plot_gallery(images, # images [B,H,W,3] (raw pixels)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_gradcam.ipynb #cd8ad38c
+# %% ../nbs/07_gradcam.ipynb #6d38cece
 def localisation(cams, # maps [B,h,w] in [0,1]
                  masks, # boolean masks [B,H,W] (all-False for images without a tumour)
                 ) -> pd.DataFrame:
@@ -201,7 +201,7 @@ def random_baseline(masks, # boolean masks [B,H,W]
     r = np.mean(res, 0)
     return pd.DataFrame({"hit": r[:, 0], "energy": r[:, 1]})
 
-# %% ../nbs/07_gradcam.ipynb #0c05aa7e
+# %% ../nbs/07_gradcam.ipynb #049e87fb
 def localisation_summary(scores:pd.DataFrame, # from `localisation`, with a `class` column added
                          baseline:pd.DataFrame|None=None, # from `random_baseline`, same rows
                         ) -> pd.DataFrame:

@@ -8,10 +8,11 @@ import argparse, contextlib, io, json, os, sys, time, datetime, platform, shutil
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'DEMO', 'STAGES', 'KERAS_INCEPTION_NOTOP', 'RUN_OUTPUTS', 'IMAGE_SUFFIXES', 'EPILOG', 'UsageError',
-           'keras_cache_file', 'resolve_weights', 'library_versions', 'make_config', 'save_config', 'quiet_native_logs',
-           'run_pipeline', 'train_stage', 'evaluate_stage', 'pick_gallery', 'pd_concat', 'gradcam_stage', 'finish_run',
-           'evaluate_run', 'load_model_safely', 'expand_images', 'predict_files', 'make_parser', 'run_demo', 'main']
+__all__ = ['DEFAULTS', 'DEMO', 'STAGES', 'KERAS_INCEPTION_NOTOP', 'RUN_OUTPUTS', 'SCRATCH_BN_MOMENTUM', 'IMAGE_SUFFIXES',
+           'EPILOG', 'UsageError', 'keras_cache_file', 'resolve_weights', 'library_versions', 'make_config',
+           'save_config', 'quiet_native_logs', 'run_pipeline', 'from_scratch', 'train_stage', 'evaluate_stage',
+           'pick_gallery', 'pd_concat', 'gradcam_stage', 'finish_run', 'evaluate_run', 'load_model_safely',
+           'expand_images', 'predict_files', 'make_parser', 'run_demo', 'main']
 
 # %% ../nbs/10_cli.ipynb #e13dcef9
 DEFAULTS = dict(
@@ -19,9 +20,10 @@ DEFAULTS = dict(
     out="runs/run",         # run directory
     image_size=299,         # square input size in pixels (InceptionV3 needs >= 75)
     batch_size=32,
-    epochs=10,              # head-training epochs (backbone frozen)
+    epochs=10,              # head-training epochs (backbone frozen); with --scratch, epochs of the whole network
     fine_tune=0,            # extra epochs fine-tuning the top backbone blocks (0 = off)
     weights="auto",         # auto | imagenet | none | path to a local .h5/.weights.h5 file
+    scratch="auto",         # auto | on | off: train the whole network, BatchNorm included (auto: on without pretrained weights)
     target_per_class=0,     # offline balancing: augmented copies up to this many training images per class (0 = off)
     val_frac=0.15, test_frac=0.15,
     seed=0,
@@ -34,7 +36,7 @@ DEFAULTS = dict(
     workers=2,
 )
 
-DEMO = dict(n_per_class=60, image_size=96, epochs=20, phantom_size=128)  # `btc demo` settings, see "The demo" below
+DEMO = dict(n_per_class=60, image_size=96, epochs=15, batch_size=16, phantom_size=128)  # `btc demo` settings, see "The demo" below
 
 STAGES = ["scan", "audit", "split", "balance", "train", "evaluate", "gradcam", "report"]
 
@@ -89,6 +91,7 @@ def make_config(settings:dict|None=None, # options that override the defaults (N
     if cfg["data"] is None: raise UsageError("no data folder given (btc run DATA --out RUN_DIR, or --config)")
     cfg["data"] = Path(cfg["data"]).expanduser().absolute().as_posix()
     cfg["out"] = Path(cfg["out"]).expanduser().absolute().as_posix()
+    if cfg["scratch"] not in ("auto", "on", "off"): raise UsageError(f"--scratch {cfg['scratch']}: expected auto, on or off")
     if int(cfg["image_size"]) < 75: raise UsageError(f"--image-size {cfg['image_size']}: InceptionV3 needs at least 75 px")
     if not 0 <= cfg["val_frac"] < 1 or not 0 < cfg["test_frac"] < 1 or cfg["val_frac"] + cfg["test_frac"] >= 1:
         raise UsageError("--val-frac and --test-frac must be fractions that sum to less than 1")
@@ -191,7 +194,7 @@ def run_pipeline(cfg:dict, # configuration from `make_config`
     _save_table(sp, run/"splits.csv")
     st |= dict(manifest=man, audit=aud, splits=sp, classes=classes)
 
-    t = _stage(log, 5, "train", f"InceptionV3 {cfg['image_size']} px, {cfg['epochs']}+{cfg['fine_tune']} epochs" + _resume_note(run))
+    t = _stage(log, 5, "train", f"InceptionV3 {cfg['image_size']} px, {_train_what(cfg)}" + _resume_note(run))
     st["model"] = train_stage(st)
     log(f"      done ({time.perf_counter() - t:.1f}s)")
     if until == "train": return st
@@ -218,6 +221,16 @@ def _resume_note(run:Path) -> str:
     n = max(len(log.read_text().strip().splitlines()) - 1, 0) if log.exists() else 0
     return f" (resuming after epoch {n})" if n or st else ""
 
+SCRATCH_BN_MOMENTUM = 0.6  # BatchNorm momentum when training from scratch: few steps per epoch on small data
+
+def from_scratch(cfg:dict) -> bool:
+    "Train the whole network (`--scratch on`), or only the head on a frozen backbone (`off`)? `auto`: whole network without pretrained weights."
+    return cfg["weights_resolved"] is None if cfg.get("scratch", "auto") == "auto" else cfg["scratch"] == "on"
+
+def _train_what(cfg:dict) -> str:
+    if from_scratch(cfg): return f"whole network from scratch, up to {cfg['epochs'] + cfg['fine_tune']} epochs"
+    return f"head on a frozen backbone, up to {cfg['epochs']} epochs" + (f" + {cfg['fine_tune']} fine-tuning" if cfg["fine_tune"] else "")
+
 def train_stage(st:dict):
     "Build InceptionV3 + head, make the datasets and train; returns the trained model (saved as `model.keras`)."
     from brain_tumor_cls import pipeline, model as M, train as T
@@ -226,12 +239,20 @@ def train_stage(st:dict):
         sp[sp["split"] == split], classes, image_size=cfg["image_size"], batch_size=cfg["batch_size"],
         training=training, augment=cfg["online_augment"], cache="memory", seed=cfg["seed"])
     with quiet_native_logs():
+        import keras
+        if cfg["seed"] is not None: keras.utils.set_random_seed(int(cfg["seed"]))
         m = M.build_model(len(classes), image_size=cfg["image_size"], weights=cfg["weights_resolved"],
                           dense_units=cfg["dense_units"], dropout=cfg["dropout"])
-    T.train(m, mk("train", True), mk("val", False), run, epochs=cfg["epochs"], class_names=classes,
-            fine_tune_epochs=cfg["fine_tune"], learning_rate=cfg["learning_rate"], patience=cfg["patience"],
+    if from_scratch(cfg):  # random backbone: a frozen one teaches the head nothing, so every layer learns from epoch 1
+        for layer in m.layers:
+            if isinstance(layer, keras.layers.BatchNormalization): layer.momentum = SCRATCH_BN_MOMENTUM
+        phases = dict(epochs=0, fine_tune_epochs=cfg["epochs"] + cfg["fine_tune"], fine_tune_from=0,
+                      fine_tune_lr=cfg["learning_rate"], train_batchnorm=True)
+    else:
+        phases = dict(epochs=cfg["epochs"], fine_tune_epochs=cfg["fine_tune"], learning_rate=cfg["learning_rate"])
+    T.train(m, mk("train", True), mk("val", False), run, class_names=classes, patience=cfg["patience"],
             class_weight=None if cfg["class_weight"] == "none" else cfg["class_weight"], seed=cfg["seed"],
-            verbose=2 if st["progress"] else 0, progress=st["progress"])
+            verbose=2 if st["progress"] else 0, progress=st["progress"], **phases)
     return m
 
 # %% ../nbs/10_cli.ipynb #dabc4545
@@ -421,9 +442,11 @@ def _run_options(p, data_required=False):
     p.add_argument("--config", help="config.json of a previous run to repeat; options given here override it")
     g = p.add_argument_group("model and training")
     g.add_argument("--image-size", type=int, help=f"input size in px, >= 75 (default {DEFAULTS['image_size']}; 96 is a good CPU choice)")
-    g.add_argument("--epochs", type=int, help=f"epochs with the backbone frozen (default {DEFAULTS['epochs']})")
+    g.add_argument("--epochs", type=int, help=f"epochs with the backbone frozen, or of the whole network with --scratch (default {DEFAULTS['epochs']})")
     g.add_argument("--fine-tune", type=int, metavar="EPOCHS", help="extra epochs fine-tuning the top InceptionV3 blocks at a lower learning rate (default 0 = off)")
     g.add_argument("--weights", help="auto (ImageNet if cached locally, else random), imagenet, none, or a local weights file (default auto)")
+    g.add_argument("--scratch", choices=["auto", "on", "off"], help="train the whole network, BatchNorm included, instead of the head on a "
+                   "frozen backbone (default auto: on when there are no pretrained weights, where a frozen random backbone teaches nothing)")
     g.add_argument("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
     g.add_argument("--learning-rate", type=float, help=f"default {DEFAULTS['learning_rate']}")
     g.add_argument("--dense-units", type=int, help=f"head width (default {DEFAULTS['dense_units']})")
@@ -504,7 +527,7 @@ def run_demo(out:str|Path="runs/demo", n_per_class:int=DEMO["n_per_class"], imag
         phantom.make_phantom_dataset(ph, n_per_class=n_per_class, size=DEMO["phantom_size"], seed=seed, dirty=True,
                                      progress=progress)
     cfg = make_config(dict(data=ph/"images", out=out, image_size=image_size, epochs=epochs, weights=weights, seed=seed,
-                           batch_size=32, gallery=8))
+                           batch_size=DEMO["batch_size"], gallery=8))
     return run_pipeline(cfg, progress=progress, log=log)
 
 # %% ../nbs/10_cli.ipynb #ea9c9713

@@ -7,7 +7,7 @@ __all__ = ['find_target_layer', 'gradcam', 'upsample', 'overlay', 'plot_gallery'
            'localisation_summary']
 
 # %% ../nbs/07_gradcam.ipynb #9f4fb604
-import weakref, warnings
+import re, weakref, warnings
 import numpy as np
 import pandas as pd
 
@@ -29,10 +29,13 @@ def _rank(layer):
 
 # %% ../nbs/07_gradcam.ipynb #fad08f10
 def find_target_layer(model:keras.Model, # a flat functional classifier
+                      min_grid:int=2, # InceptionV3: smallest spatial grid (positions per side) a target block may have
                      ) -> str:
-    "Name of the last full feature block: `mixed10` when present, else the last 4-D layer feeding global pooling."
-    names = [l.name for l in model.layers]
-    if "mixed10" in names: return "mixed10"
+    "Name of the last full feature block: `mixed10` for InceptionV3 (an earlier `mixed` block for inputs so small that `mixed10` is under `min_grid`×`min_grid`), else the last 4-D layer feeding global pooling."
+    blocks = [l for l in model.layers if re.fullmatch(r"mixed\d+", l.name) and _rank(l) == 4]
+    if blocks:
+        wide = [l for l in blocks if min(l.output.shape[1:3]) >= min_grid]
+        return (wide[-1] if wide else blocks[-1]).name
     pools = [i for i, l in enumerate(model.layers) if isinstance(l, _POOL)]
     stop = pools[-1] if pools else len(model.layers)
     for l in reversed(model.layers[:stop]):

@@ -11,7 +11,7 @@ from brain_tumor_cls import cli
 from brain_tumor_cls.phantom import make_phantom_dataset
 from test_report import check_report_html
 
-TINY = ["--image-size", "75", "--epochs", "2", "--batch-size", "16", "--weights", "none", "--gallery", "4", "--quiet"]
+TINY = ["--image-size", "75", "--epochs", "2", "--batch-size", "16", "--weights", "none", "--scratch", "off", "--gallery", "4", "--quiet"]
 
 
 def test_help_is_fast_and_complete():
@@ -53,6 +53,14 @@ def test_config_round_trip(tmp_path):
     again = cli.make_config(config_file=tmp_path/"r"/"config.json")
     assert {k: again[k] for k in cli.DEFAULTS} == {k: c[k] for k in cli.DEFAULTS}
     assert cli.make_config(dict(seed=9), config_file=tmp_path/"r"/"config.json")["seed"] == 9
+
+
+def test_scratch_auto_trains_the_whole_network_without_pretrained_weights():
+    "A frozen random backbone teaches nothing: with no pretrained weights, auto trains every layer; with them, the head."
+    for weights, scratch, expected in [(None, "auto", True), ("imagenet", "auto", False), ("/w.h5", "auto", False),
+                                       (None, "off", False), ("imagenet", "on", True)]:
+        assert cli.from_scratch(dict(weights_resolved=weights, scratch=scratch)) is expected
+    assert "whole network" in cli._train_what(dict(weights_resolved=None, scratch="auto", epochs=3, fine_tune=0))
 
 
 def test_weights_auto_never_downloads(tmp_path, monkeypatch):

@@ -32,6 +32,15 @@ def test_target_is_mixed10(inception):
     orig = next(l for l in reversed(inception.layers) if "conv" in l.name.lower())
     assert orig.name != "mixed10" and orig.output.shape[-1] == 192
 
+def test_target_for_tiny_inputs():
+    "Below 107 px mixed10 is 1x1 (no spatial information): the target is the last mixed block with a 2x2 grid or more."
+    from brain_tumor_cls.model import build_model
+    m = build_model(4, 96, weights=None, dense_units=16)
+    assert tuple(m.get_layer("mixed10").output.shape[1:3]) == (1, 1)
+    assert find_target_layer(m) == "mixed7" and tuple(m.get_layer("mixed7").output.shape[1:3]) == (4, 4)
+    assert find_target_layer(m, min_grid=1) == "mixed10"
+    assert gradcam(m, np.zeros((1, 96, 96, 3), np.float32)).shape == (1, 4, 4)
+
 def test_target_other_backbone():
     assert find_target_layer(small_cnn()) == "block_out"
 

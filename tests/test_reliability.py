@@ -16,7 +16,7 @@ from brain_tumor_cls.report import parse_issues
 from test_report import check_report_html
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore", KERAS_HOME="/nonexistent-keras-home")
-TINY = ["--image-size", "75", "--epochs", "1", "--batch-size", "16", "--weights", "none", "--gallery", "4"]
+TINY = ["--image-size", "75", "--epochs", "1", "--batch-size", "16", "--weights", "none", "--scratch", "off", "--gallery", "4"]
 
 
 def btc(*args, timeout=300, **kw):

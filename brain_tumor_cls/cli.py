@@ -36,7 +36,7 @@ DEFAULTS = dict(
     workers=2,
 )
 
-DEMO = dict(n_per_class=60, image_size=96, epochs=15, batch_size=16, phantom_size=128)  # `btc demo` settings, see "The demo" below
+DEMO = dict(n_per_class=100, image_size=96, epochs=20, batch_size=16, online_augment=True, phantom_size=128)  # `btc demo` settings, see "The demo" below
 
 STAGES = ["scan", "audit", "split", "balance", "train", "evaluate", "gradcam", "report"]
 
@@ -527,7 +527,7 @@ def run_demo(out:str|Path="runs/demo", n_per_class:int=DEMO["n_per_class"], imag
         phantom.make_phantom_dataset(ph, n_per_class=n_per_class, size=DEMO["phantom_size"], seed=seed, dirty=True,
                                      progress=progress)
     cfg = make_config(dict(data=ph/"images", out=out, image_size=image_size, epochs=epochs, weights=weights, seed=seed,
-                           batch_size=DEMO["batch_size"], gallery=8))
+                           batch_size=DEMO["batch_size"], online_augment=DEMO["online_augment"], gallery=8))
     return run_pipeline(cfg, progress=progress, log=log)
 
 # %% ../nbs/10_cli.ipynb #ea9c9713

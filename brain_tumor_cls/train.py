@@ -312,7 +312,7 @@ def plot_history(history:pd.DataFrame, # from `train` (or history.csv)
     for ax, key, title in zip(axes, ("loss", "accuracy"), ("Loss (cross-entropy)", "Accuracy")):
         ax.plot(ep, history[key], "o-", ms=3, label="train")
         ax.plot(ep, history[f"val_{key}"], "o-", ms=3, label="validation")
-        if "phase" in history and (history["phase"] == "finetune").any():
+        if "phase" in history and (history["phase"] == "finetune").any() and (history["phase"] == "head").any():
             ax.axvline(ep[history["phase"] == "finetune"].min() - 0.5, color="grey", ls="--", lw=1, label="fine-tuning starts")
         ax.set_title(title); ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
     axes[1].set_ylim(0, 1.02); axes[0].legend()

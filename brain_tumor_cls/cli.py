@@ -300,13 +300,15 @@ def gradcam_stage(st:dict, pred):
     rows = []
     if len(g):
         imgs = pipeline.load_images(g["path"].tolist(), cfg["image_size"])
-        cams = G.gradcam(m, imgs, class_index=[classes.index(c) for c in g["predicted"]])
+        layer = G.find_target_layer(m); grid = "x".join(str(int(v)) for v in m.get_layer(layer).output.shape[1:3])
+        cams = G.gradcam(m, imgs, class_index=[classes.index(c) for c in g["predicted"]], layer=layer)
         for i, (r, img, cam) in enumerate(zip(g.itertuples(index=False), imgs, cams)):
             fn = f"{i:03d}.png"
             atomic_write(d/fn, _png_bytes(G.overlay(img, cam)))
             rows.append(dict(file=fn, path=r.path, true=r.true, predicted=r.predicted, confidence=float(r.confidence),
-                             correct=r.true == r.predicted, note="empty map" if float(np.max(cam)) == 0 else ""))
-    atomic_to_csv(pd.DataFrame(rows, columns=["file", "path", "true", "predicted", "confidence", "correct", "note"]),
+                             correct=r.true == r.predicted, note="empty map" if float(np.max(cam)) == 0 else "",
+                             layer=layer, grid=grid))
+    atomic_to_csv(pd.DataFrame(rows, columns=["file", "path", "true", "predicted", "confidence", "correct", "note", "layer", "grid"]),
                   d/"gallery.csv")
     return rows
 

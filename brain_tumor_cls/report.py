@@ -351,7 +351,10 @@ def _section_pred_plot(run, classes, plot, what, sid=None):
 def _section_gradcam(run):
     g = run["gallery"]; d = run["run_dir"]/"gradcam"
     if g is None or not len(g): return _missing("gradcam/gallery.csv")
-    out = ["<p>Grad-CAM of the predicted class's logit at the last InceptionV3 block (<code>mixed10</code>). "
+    layer = str(g["layer"].iloc[0]) if "layer" in g and str(g["layer"].iloc[0]) not in ("", "nan") else "mixed10"
+    grid = f", a {g['grid'].iloc[0].replace('x', '×')} grid" if "grid" in g and str(g["grid"].iloc[0]) not in ("", "nan") else ""
+    small = " (at this input size <code>mixed10</code> has a single cell, so the last block with a spatial grid is used)" if layer != "mixed10" else ""
+    out = [f"<p>Grad-CAM of the predicted class's logit at InceptionV3 block <code>{_esc(layer)}</code>{_esc(grid)}{small}. "
            "Green frame: correct prediction; red frame: wrong. Warm colours mark the regions that raised the "
            "score.</p>"]
     for ok, title in [(True, "Correct predictions"), (False, "Wrong predictions")]:

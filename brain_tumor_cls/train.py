@@ -290,7 +290,8 @@ def train(model:keras.Model, # from `build_model` (or `load_model`); trained in 
     if work is not model: model.set_weights(work.get_weights())
 
     history = _read_log(run_dir/"log.csv")
-    history.insert(1, "phase", np.where(history["epoch"] < state["head_epochs"], "head", "finetune"))
+    whole = fine_tune_from in (0, "0") and state["head_epochs"] == 0  # every layer trained from the first epoch
+    history.insert(1, "phase", np.where(history["epoch"] < state["head_epochs"], "head", "all_layers" if whole else "finetune"))
     _atomic_write_text(run_dir/"history.csv", history.to_csv(index=False))
     save_model(model, run_dir/"model.keras", class_names, image_size)
     state["phase"] = "done"

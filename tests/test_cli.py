@@ -91,7 +91,11 @@ def test_run_writes_the_run_directory(tiny_run):
     assert set(sp["split"]) == {"train", "val", "test"}
     aud = pd.read_csv(out/"audit.csv", keep_default_na=False)
     assert (aud["keep"].astype(str) == "False").sum() >= 5  # the planted dirt
-    check_report_html((out/"report.html").read_text("utf-8"))
+    html = (out/"report.html").read_text("utf-8")
+    check_report_html(html)
+    gal = pd.read_csv(out/"gradcam"/"gallery.csv", keep_default_na=False)
+    # at 75 px mixed10 is 1x1, so the gallery explains mixed7 (3x3), and the report says which block it shows
+    assert set(gal["layer"]) == {"mixed7"} and set(gal["grid"]) == {"3x3"} and "<code>mixed7</code>" in html
 
 
 def test_predict_with_gradcam(tiny_run, capsys):

@@ -428,7 +428,7 @@ def predict_files(model_path:str|Path, # a `.keras` file saved by `model.save_mo
 
 # %% ../nbs/10_cli.ipynb #c3d9f324
 EPILOG = """examples:
-  btc demo                                   phantom data, whole pipeline, a few minutes on a CPU
+  btc demo                                   phantom data, whole pipeline, about 8 minutes on a 2-core CPU
   btc run DATA --out runs/a --image-size 96  your folder: DATA/<class>/* or DATA/{Training,Testing}/<class>/*
   btc run --config runs/a/config.json        repeat a run (options given here override the file)
   btc audit DATA --out runs/a                duplicates, corrupt files, leakage; writes audit.csv
@@ -475,7 +475,7 @@ def make_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars or stage messages (errors still go to stderr)")
     common.add_argument("--debug", action="store_true", help="show the full traceback on failure")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    s = sub.add_parser("demo", parents=[common], help="generate phantom MRI data and run the whole pipeline on it (offline, a few minutes)",
+    s = sub.add_parser("demo", parents=[common], help="generate phantom MRI data and run the whole pipeline on it (offline, about 8 minutes on a 2-core CPU)",
                        description="Generate a synthetic phantom dataset (with planted dirt for the audit to find) into OUT/phantom, "
                        "then run the whole pipeline into OUT with small CPU-friendly settings.")
     s.add_argument("--out", "-o", default="runs/demo", help="run directory (default runs/demo)")

@@ -30,23 +30,23 @@ def main():
     masks_of = {Path(p).resolve().as_posix(): m for p, m in zip(ph["path"], ph["mask"])}
     pred = pd.read_csv(run/"predictions.csv", keep_default_na=False)
     model, meta = load_model(run/"model.keras"); classes = list(meta["class_names"]); S = int(cfg["image_size"])
-    layer = find_target_layer(model); grid = tuple(int(v) for v in model.get_layer(layer).output.shape[1:3])
+    layer = find_target_layer(model)
     imgs = load_images(pred["path"].tolist(), S)
     def mask(p):
         m = masks_of.get(Path(p).resolve().as_posix(), "")
         return np.asarray(Image.open(m).convert("L").resize((S, S), Image.NEAREST)) > 127 if m else np.zeros((S, S), bool)
     masks = np.stack([mask(p) for p in pred["path"]])
     ci = [classes.index(c) for c in pred["predicted"]]
-    out = dict(run=str(run), image_size=S, target_layer=layer, grid=grid, n_test=len(pred),
+    out = dict(run=str(run), image_size=S, target_layer=layer, n_test=len(pred),
                test_accuracy=float((pred["true"] == pred["predicted"]).mean()), methods={})
     runs = [(method, layer) for method in ["gradcam", "gradcam++"]] + [("gradcam", l) for l in a.layers if l != layer]
     for method, lay in runs:
-        g = tuple(int(v) for v in model.get_layer(lay).output.shape[1:3]); base = random_baseline(masks, g)
         cams = gradcam(model, imgs, class_index=ci, method=method, layer=lay, progress=False)
+        g = cams.shape[1:]; base = random_baseline(masks, g)
         sc = localisation(cams, masks); sc["class"] = pred["true"].to_numpy(); sc["correct"] = (pred["true"] == pred["predicted"]).to_numpy()
         summ = localisation_summary(sc, base)
         right = sc[sc["correct"] & sc["area"].notna()]
-        out["methods"][f"{method} {lay}"] = dict(grid=g, per_class=summ.reset_index().to_dict("records"),
+        out["methods"][f"{method} {lay}"] = dict(grid=list(g), per_class=summ.reset_index().to_dict("records"),
                                       correct_only=dict(n=len(right), hit=float(right["hit"].mean()) if len(right) else None,
                                                         energy=float(right["energy"].mean()) if len(right) else None),
                                       all_zero_maps=int(sc["all_zero"].sum()))

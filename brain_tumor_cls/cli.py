@@ -300,8 +300,9 @@ def gradcam_stage(st:dict, pred):
     rows = []
     if len(g):
         imgs = pipeline.load_images(g["path"].tolist(), cfg["image_size"])
-        layer = G.find_target_layer(m); grid = "x".join(str(int(v)) for v in m.get_layer(layer).output.shape[1:3])
+        layer = G.find_target_layer(m)
         cams = G.gradcam(m, imgs, class_index=[classes.index(c) for c in g["predicted"]], layer=layer)
+        grid = "x".join(map(str, cams.shape[1:]))
         for i, (r, img, cam) in enumerate(zip(g.itertuples(index=False), imgs, cams)):
             fn = f"{i:03d}.png"
             atomic_write(d/fn, _png_bytes(G.overlay(img, cam)))

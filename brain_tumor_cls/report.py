@@ -353,7 +353,8 @@ def _section_gradcam(run):
     if g is None or not len(g): return _missing("gradcam/gallery.csv")
     layer = str(g["layer"].iloc[0]) if "layer" in g and str(g["layer"].iloc[0]) not in ("", "nan") else "mixed10"
     grid = f", a {g['grid'].iloc[0].replace('x', '×')} grid" if "grid" in g and str(g["grid"].iloc[0]) not in ("", "nan") else ""
-    small = " (at this input size <code>mixed10</code> has a single cell, so the last block with a spatial grid is used)" if layer != "mixed10" else ""
+    small = (" (at this input size <code>mixed10</code> has a single cell, so the last block with a spatial grid is used)"
+             if layer.startswith("mixed") and layer != "mixed10" else "")
     out = [f"<p>Grad-CAM of the predicted class's logit at InceptionV3 block <code>{_esc(layer)}</code>{_esc(grid)}{small}. "
            "Green frame: correct prediction; red frame: wrong. Warm colours mark the regions that raised the "
            "score.</p>"]

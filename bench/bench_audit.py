@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brain_tumor_cls.cleaning import (audit, duplicate_summary, audit_summary, hamming_pairs, brute_hamming_pairs,
-                                      synthetic_hashes, choose_bands)
+from brain_tumor_cls.cleaning import audit, duplicate_summary, audit_summary, hamming_pairs, choose_bands
+from brain_tumor_cls.testing import brute_hamming_pairs, synthetic_hashes
 from brain_tumor_cls.data import scan_images
 
 HERE = Path(__file__).resolve().parent

@@ -4,11 +4,13 @@
 
 # %% ../nbs/02_augment.ipynb #c1ae1955
 from __future__ import annotations
-import hashlib, os, tempfile, warnings
+import hashlib, warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .files import atomic_write, inside, png_bytes
 
 # %% auto #0
 __all__ = ['HEAVY_ROTATION', 'HEAVY_SHIFT', 'HEAVY_SHEAR', 'HEAVY_ZOOM', 'LIGHT_BRIGHTNESS', 'LIGHT_CONTRAST', 'RandomAffine',
@@ -136,10 +138,6 @@ def _seed_for(seed:int, source:str, k:int)->int:
 def _aug_name(source:str, k:int)->str:
     return f"{Path(source).stem}__aug{k:03d}_{hashlib.sha1(source.encode()).hexdigest()[:8]}.png"
 
-def _inside(a:Path, b:Path)->bool:
-    "True if `a` is `b` or lies inside it."
-    return a == b or b in a.parents
-
 def _seeded_augmenter(policy:keras.Sequential):
     "A compiled function (image uint8 [H,W,3], seed int64) -> augmented uint8 image, deterministic per seed."
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([], tf.int64)],
@@ -153,17 +151,6 @@ def _default_augmenter():
     "The heavy policy's compiled augmenter, built once per process (tracing costs seconds)."
     if not _DEFAULT_AUGMENTER: _DEFAULT_AUGMENTER.append(_seeded_augmenter(heavy_policy()))
     return _DEFAULT_AUGMENTER[0]
-
-def _write_png_atomic(dest:Path, arr:np.ndarray):
-    from PIL import Image
-    im = Image.fromarray(arr[..., 0] if (arr[..., :1] == arr).all() else arr)   # grey stays grey
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f: im.save(f, format="PNG")
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
 
 # %% ../nbs/02_augment.ipynb #162a80e1
 def balance(manifest:pd.DataFrame, # split manifest (`pipeline.split`): `path`, `class`, `split`
@@ -188,7 +175,7 @@ def balance(manifest:pd.DataFrame, # split manifest (`pipeline.split`): `path`, 
     if not train.any(): raise ValueError("no training rows to balance: call pipeline.split first")
     out = Path(out_dir).resolve()
     for folder in sorted({Path(p).resolve().parent for p in df["path"].astype(str)}):
-        if _inside(out, folder) or _inside(folder, out):
+        if inside(out, folder) or inside(folder, out):
             raise ValueError(f"out_dir {out} overlaps the source image folder {folder}: augmented copies "
                              "must go to a separate folder (never beside or around the originals)")
     jobs = []
@@ -205,7 +192,7 @@ def balance(manifest:pd.DataFrame, # split manifest (`pipeline.split`): `path`, 
             if run is None: run = _seeded_augmenter(policy)
             img = tf.io.decode_image(tf.io.read_file(src), channels=3, dtype=tf.uint8, expand_animations=False)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            _write_png_atomic(dest, run(img, tf.constant(_seed_for(seed, src, k), tf.int64)).numpy())
+            atomic_write(dest, png_bytes(run(img, tf.constant(_seed_for(seed, src, k), tf.int64)).numpy()))
         row = by_path.loc[src].to_dict()
         row.update(path=dest.as_posix(), image=dest.name, source=src, augmented=True, split="train")
         for col, val in (("keep", True), ("issues", []), ("md5", ""), ("phash", ""), ("error", ""), ("format", "PNG")):

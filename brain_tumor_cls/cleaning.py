@@ -22,10 +22,11 @@ import pandas as pd
 from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from .files import MAX_PIXELS
+
 # %% auto #0
-__all__ = ['REASONS', 'FATAL', 'MAX_PIXELS', 'inspect_file', 'bomb_png', 'write_bad_inputs', 'inspect_files', 'choose_bands',
-           'hamming_pairs', 'brute_hamming_pairs', 'synthetic_hashes', 'pair_correlation', 'robust_z', 'audit',
-           'check_planted', 'audit_summary', 'duplicate_summary', 'clean', 'plot_issue_gallery', 'plot_duplicate_pairs']
+__all__ = ['REASONS', 'FATAL', 'inspect_file', 'inspect_files', 'choose_bands', 'hamming_pairs', 'pair_correlation', 'robust_z',
+           'audit', 'audit_summary', 'duplicate_summary', 'clean', 'plot_issue_gallery', 'plot_duplicate_pairs']
 
 # %% ../nbs/01_cleaning.ipynb #51d397be
 REASONS = {
@@ -48,7 +49,6 @@ REASONS = {
 FATAL = ("empty_file", "unreadable", "not_an_image", "corrupt", "decompression_bomb", "too_small", "near_blank")
 
 # %% ../nbs/01_cleaning.ipynb #4d4fa6c5
-MAX_PIXELS = 50_000_000  # default decompression-bomb limit: ~7000x7000, far above any MRI slice
 _INFO_COLS = ["md5", "phash", "width", "height", "mode", "format", "bytes", "gray_mean", "gray_std", "gray_range", "error", "note"]
 
 def _gray(im:Image.Image) -> tuple[Image.Image, str]:
@@ -113,45 +113,6 @@ def inspect_file(path:str, # image file to inspect
                   thumb=np.asarray(s.resize((thumb, thumb), Image.Resampling.BOX), dtype=np.uint8))
     except Exception as e: return r | dict(error="corrupt", note=f"conversion failed: {type(e).__name__}: {e}")
     return r
-
-# %% ../nbs/01_cleaning.ipynb #096ef0d5
-def _png_chunk(kind:bytes, data:bytes) -> bytes:
-    import struct, zlib
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
-
-def bomb_png(width:int=50_000, height:int=50_000) -> bytes:
-    "Bytes of a tiny PNG whose header claims `width`×`height` RGB pixels (a decompression-bomb test file)."
-    import struct, zlib
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) +
-            _png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + _png_chunk(b"IEND", b""))
-
-# %% ../nbs/01_cleaning.ipynb #c91fd1de
-def write_bad_inputs(folder, # folder to write the examples into (created)
-                    ) -> dict[str, str]: # name of the case -> file path
-    "Write one example of every awkward input the audit must survive (for tests and demos)."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    def pattern(k):   # a different blocky picture per file, so that they are not duplicates of each other
-        r = np.random.default_rng(k)
-        return (np.kron(r.uniform(30, 225, (6, 6)), np.ones((16, 16))) + r.uniform(-20, 20, (96, 96))).clip(0, 255).astype(np.uint8)
-    def save(name, im, **kw): p = folder/name; im.save(p, **kw); return p.as_posix()
-    out = {}
-    out["grey"] = save("grey.png", Image.fromarray(pattern(0)))
-    out["rgb_jpeg"] = save("rgb.jpg", Image.fromarray(pattern(1)).convert("RGB"), quality=90)
-    out["16bit"] = save("sixteen.png", Image.fromarray(pattern(2).astype(np.uint16)*257))
-    out["palette"] = save("palette.png", Image.fromarray(pattern(3)).convert("RGB").convert("P"))
-    p4 = pattern(4)
-    out["rgba"] = save("rgba.png", Image.fromarray(np.dstack([p4, p4, p4, np.full_like(p4, 200)]), "RGBA"))
-    out["cmyk_jpeg"] = save("cmyk.jpg", Image.fromarray(pattern(5)).convert("RGB").convert("CMYK"), quality=90)
-    out["one_pixel"] = save("one.png", Image.fromarray(np.full((1, 1), 128, np.uint8)))
-    jpg = (folder/"rgb.jpg").read_bytes()
-    (folder/"truncated.jpg").write_bytes(jpg[:len(jpg)//2]); out["truncated_jpeg"] = (folder/"truncated.jpg").as_posix()
-    png = (folder/"grey.png").read_bytes()
-    (folder/"truncated.png").write_bytes(png[:len(png)//2]); out["truncated_png"] = (folder/"truncated.png").as_posix()
-    (folder/"empty.jpg").write_bytes(b""); out["empty"] = (folder/"empty.jpg").as_posix()
-    (folder/"notes.jpg").write_bytes(b"Patient notes, not an image.\n" * 3); out["text"] = (folder/"notes.jpg").as_posix()
-    (folder/"bomb.png").write_bytes(bomb_png()); out["bomb"] = (folder/"bomb.png").as_posix()
-    return out
 
 # %% ../nbs/01_cleaning.ipynb #e458dac6
 def inspect_files(paths:list, # image paths
@@ -240,30 +201,6 @@ def _as_u64(hashes) -> np.ndarray:
     if a.dtype == np.uint64: return a
     if a.dtype.kind in "iu": return a.astype(np.uint64)
     return np.array([int(x, 16) if isinstance(x, str) else int(x) for x in a], dtype=np.uint64)
-
-def brute_hamming_pairs(hashes, max_dist:int=8, chunk:int=2048) -> np.ndarray:
-    "Reference: the same result by comparing all pairs (quadratic; for tests and the benchmark baseline)."
-    h = _as_u64(hashes); n = len(h); out = []
-    for s in range(0, n, chunk):
-        d = np.bitwise_count(h[s:s+chunk, None] ^ h[None, :])
-        i, j = np.nonzero(d <= max_dist); i = i + s; sel = i < j
-        out.append(np.stack([i[sel], j[sel], d[i[sel]-s, j[sel]].astype(np.int64)], 1))
-    p = np.concatenate(out) if out else np.zeros((0, 3), np.int64)
-    return p[np.lexsort((p[:, 1], p[:, 0]))]
-
-# %% ../nbs/01_cleaning.ipynb #57fe55a4
-def synthetic_hashes(n:int, # number of random hashes
-                     n_pairs:int=100, # near pairs to plant (each a copy of a random hash with a few bits flipped)
-                     max_flip:int=6, # flips per planted copy: 0..max_flip bits
-                     seed:int=0) -> tuple[np.ndarray, np.ndarray]: # hashes [n + n_pairs], planted pairs [n_pairs, 2]
-    "Random 64-bit hashes plus planted near copies (for tests and the benchmark)."
-    rng = np.random.default_rng(seed)
-    h = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64) ^ (rng.integers(0, 2, n).astype(np.uint64) << np.uint64(63))
-    src = rng.choice(n, n_pairs, replace=False)
-    cp = h[src].copy()
-    for k in range(n_pairs):
-        for bit in rng.choice(64, rng.integers(0, max_flip + 1), replace=False): cp[k] ^= np.uint64(1) << np.uint64(int(bit))
-    return np.concatenate([h, cp]), np.stack([src, n + np.arange(n_pairs)], 1)
 
 # %% ../nbs/01_cleaning.ipynb #ad29df66
 def _unit_rows(thumbs:np.ndarray) -> np.ndarray:
@@ -393,26 +330,6 @@ def audit(manifest:pd.DataFrame, # from `data.scan_images` (needs `path`, `class
     for c in ["gray_mean", "gray_std", "gray_range"]: df[c] = info[c].to_numpy()
     df["note"] = ["; ".join(x) for x in notes]
     return df
-
-# %% ../nbs/01_cleaning.ipynb #1f0e43ad
-def check_planted(audited:pd.DataFrame, # output of `audit` on a phantom folder
-                  phantom:pd.DataFrame, # the phantom manifest (`path`, `defect`, `defect_of`)
-                 ) -> list[str]: # problems found (empty when every defect is found and nothing else flagged)
-    "Compare an audit of a dirty phantom set with the defects that were planted."
-    a = audited.set_index(audited["path"].map(lambda p: Path(p).resolve().as_posix()))
-    problems = []
-    originals = {Path(p).resolve().as_posix(): d for p, d in zip(phantom["defect_of"], phantom["defect"]) if p}
-    for p, d in zip(phantom["path"], phantom["defect"]):
-        p = Path(p).resolve().as_posix(); iss = a.loc[p, "issues"]
-        if d:
-            if d not in iss: problems.append(f"{Path(p).name}: planted {d}, found {iss}")
-            if a.loc[p, "keep"] and d != "resolution_outlier": problems.append(f"{Path(p).name}: planted {d} but kept")
-        elif p in originals:   # the original of a planted copy: kept; part of a conflict if its copy changed class
-            allowed = {"label_conflict"} if originals[p] == "label_conflict" else set()
-            if set(iss) - allowed: problems.append(f"{Path(p).name} (original of a {originals[p]}): flagged {iss}")
-            if not allowed and not a.loc[p, "keep"]: problems.append(f"{Path(p).name}: original not kept")
-        elif iss or not a.loc[p, "keep"]: problems.append(f"{Path(p).name}: clean but flagged {iss}")
-    return problems
 
 # %% ../nbs/01_cleaning.ipynb #8392be14
 def audit_summary(audited:pd.DataFrame, # output of `audit`

@@ -8,11 +8,11 @@ import argparse, contextlib, io, json, os, sys, time, datetime, platform, shutil
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'DEMO', 'STAGES', 'KERAS_INCEPTION_NOTOP', 'RUN_OUTPUTS', 'SCRATCH_BN_MOMENTUM', 'IMAGE_SUFFIXES',
-           'EPILOG', 'UsageError', 'keras_cache_file', 'resolve_weights', 'library_versions', 'make_config',
-           'save_config', 'quiet_native_logs', 'run_pipeline', 'from_scratch', 'train_stage', 'evaluate_stage',
-           'pick_gallery', 'pd_concat', 'gradcam_stage', 'finish_run', 'evaluate_run', 'load_model_safely',
-           'expand_images', 'predict_files', 'make_parser', 'run_demo', 'main']
+__all__ = ['DEFAULTS', 'DEMO', 'STAGES', 'KERAS_INCEPTION_NOTOP', 'RUN_OUTPUTS', 'SCRATCH_BN_MOMENTUM', 'EPILOG', 'UsageError',
+           'keras_cache_file', 'resolve_weights', 'library_versions', 'make_config', 'save_config', 'quiet_native_logs',
+           'run_pipeline', 'from_scratch', 'train_stage', 'evaluate_stage', 'pick_gallery', 'gradcam_stage',
+           'finish_run', 'evaluate_run', 'load_model_safely', 'expand_images', 'predict_files', 'make_parser',
+           'run_demo', 'main']
 
 # %% ../nbs/10_cli.ipynb #e13dcef9
 DEFAULTS = dict(
@@ -101,12 +101,12 @@ def make_config(settings:dict|None=None, # options that override the defaults (N
 
 def save_config(cfg:dict, run_dir:str|Path, class_names:list[str]|None=None) -> Path:
     "Write `config.json` (settings, class list, versions, command line) atomically."
-    from brain_tumor_cls.report import atomic_write
+    from brain_tumor_cls.files import write_json
     c = {k: cfg[k] for k in DEFAULTS}
     c.update(class_names=class_names, weights_resolved=cfg.get("weights_resolved"), versions=library_versions(),
              created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              command=" ".join(["btc"] + sys.argv[1:]) if Path(sys.argv[0]).name in ("btc", "cli.py") else None)
-    return atomic_write(Path(run_dir)/"config.json", json.dumps(c, indent=2, default=str))
+    return write_json(Path(run_dir)/"config.json", {k: str(v) if isinstance(v, Path) else v for k, v in c.items()})
 
 # %% ../nbs/10_cli.ipynb #557d0efd
 @contextlib.contextmanager
@@ -135,13 +135,9 @@ def _same_settings(run_dir:Path, cfg:dict) -> bool:
     return all(old.get(k) == cfg.get(k) for k in DEFAULTS if k not in ("out",))
 
 def _save_table(df, path):
-    "CSV with list columns (`issues`) joined by ';'."
-    from brain_tumor_cls.report import atomic_to_csv
-    df = df.copy()
-    for c in df.columns:
-        if df[c].dtype == object and df[c].map(lambda v: isinstance(v, (list, tuple))).any():
-            df[c] = df[c].map(lambda v: ";".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
-    return atomic_to_csv(df, path)
+    "CSV (list columns such as `issues` joined by ';'), spreadsheet-safe and atomic."
+    from brain_tumor_cls.files import write_csv
+    return write_csv(path, df)
 
 def _check_usable(df, what:str, data:str):
     "Raise `UsageError` when fewer than two classes have usable images."
@@ -259,21 +255,19 @@ def train_stage(st:dict):
 def evaluate_stage(st:dict):
     "Predict the test split, compute metrics with confidence intervals, save predictions, metrics and figures."
     from brain_tumor_cls import evaluate as E
-    from brain_tumor_cls.report import atomic_write, atomic_to_csv
+    from brain_tumor_cls.files import save_figure, write_csv, write_json
     cfg, run, sp, classes, m = st["cfg"], st["run"], st["splits"], st["classes"], st["model"]
     test = sp[sp["split"] == "test"]
     pred = E.predict(m, test, classes, cfg["image_size"], batch_size=cfg["batch_size"])
-    atomic_to_csv(pred, run/"predictions.csv")
+    write_csv(run/"predictions.csv", pred)
     metrics = E.evaluate(pred, classes)
-    atomic_write(run/"metrics.json", json.dumps(metrics, indent=2, default=float))
-    (run/"figures").mkdir(exist_ok=True)
+    write_json(run/"metrics.json", metrics)
     for name, plot in [("confusion_matrix", lambda: E.plot_confusion_matrix(pred, classes)),
                        ("roc", lambda: E.plot_roc(pred, classes, metrics=metrics)),
                        ("reliability", lambda: E.plot_reliability(pred))]:
         try:
             fig = plot()
-            buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-            atomic_write(run/"figures"/f"{name}.png", buf.getvalue())
+            save_figure(fig, run/"figures"/f"{name}.png")
             import matplotlib.pyplot as plt; plt.close(fig)
         except Exception as e: st["log"](f"      figure {name} skipped: {e}")
     return pred, metrics
@@ -283,16 +277,13 @@ def pick_gallery(pred, n:int=8):
     ok = pred["true"] == pred["predicted"]
     wrong = pred[~ok].sort_values("confidence", ascending=False).head(n // 2)
     right = pred[ok].sort_values("confidence", ascending=False).head(n - len(wrong))
-    return pd_concat([right, wrong])
-
-def pd_concat(frames):
     import pandas as pd
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([right, wrong], ignore_index=True)
 
 def gradcam_stage(st:dict, pred):
     "Grad-CAM overlays of the gallery rows, saved as PNG with `gradcam/gallery.csv`."
     from brain_tumor_cls import gradcam as G, pipeline
-    from brain_tumor_cls.report import atomic_write, atomic_to_csv
+    from brain_tumor_cls.files import atomic_write, write_csv
     import numpy as np, pandas as pd
     cfg, run, classes, m = st["cfg"], st["run"], st["classes"], st["model"]
     g = pick_gallery(pred, cfg["gallery"])
@@ -309,19 +300,19 @@ def gradcam_stage(st:dict, pred):
             rows.append(dict(file=fn, path=r.path, true=r.true, predicted=r.predicted, confidence=float(r.confidence),
                              correct=r.true == r.predicted, note="empty map" if float(np.max(cam)) == 0 else "",
                              layer=layer, grid=grid))
-    atomic_to_csv(pd.DataFrame(rows, columns=["file", "path", "true", "predicted", "confidence", "correct", "note", "layer", "grid"]),
-                  d/"gallery.csv")
+    write_csv(d/"gallery.csv", pd.DataFrame(rows, columns=["file", "path", "true", "predicted", "confidence", "correct", "note", "layer", "grid"]))
     return rows
 
 def _png_bytes(a) -> bytes:
     "PNG bytes of an image array (uint8 or float in [0,1]), upscaled to at least 192 px for the gallery."
     import numpy as np
     from PIL import Image
+    from brain_tumor_cls.files import png_bytes
     a = np.asarray(a)
     if a.dtype != np.uint8: a = (np.clip(a, 0, 1) * 255 if a.max() <= 1.0 else np.clip(a, 0, 255)).astype(np.uint8)
     im = Image.fromarray(a)
     if im.width < 192: im = im.resize((192, round(192 * im.height / im.width)), Image.BILINEAR)
-    buf = io.BytesIO(); im.save(buf, format="PNG"); return buf.getvalue()
+    return png_bytes(np.asarray(im))
 
 def finish_run(st:dict) -> dict:
     "Stages 6–8: evaluate, Grad-CAM gallery, report."
@@ -353,8 +344,6 @@ def evaluate_run(run_dir:str|Path, progress:bool=True, log=print) -> dict:
     return finish_run(dict(cfg=cfg, run=run, progress=progress, log=log, splits=sp, classes=list(meta["class_names"]), model=m))
 
 # %% ../nbs/10_cli.ipynb #478a7b68
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
 def load_model_safely(path:str|Path):
     "`model.load_model` in safe mode; unsafe or unreadable files become a `UsageError`."
     with quiet_native_logs(): from brain_tumor_cls import model as M
@@ -372,13 +361,14 @@ def load_model_safely(path:str|Path):
 
 def expand_images(items:list[str]) -> list[str]:
     "Files given on the command line; folders are searched recursively for image files (hidden ones skipped)."
+    from brain_tumor_cls import files
     out = []
     for it in items:
         p = Path(it)
         if p.is_dir():
             for dp, dns, fns in os.walk(p):  # os.walk does not follow symlinked folders: no loops
                 dns[:] = sorted(d for d in dns if not d.startswith("."))
-                out += [os.path.join(dp, f) for f in sorted(fns) if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+                out += [os.path.join(dp, f) for f in sorted(fns) if not f.startswith(".") and Path(f).suffix.lower() in files.IMAGE_SUFFIXES]
         elif p.is_file(): out.append(str(p))
         else: raise UsageError(f"no such file or folder: '{it}'")
     if not out: raise UsageError(f"no image files in {' '.join(items)}")
@@ -392,7 +382,7 @@ def predict_files(model_path:str|Path, # a `.keras` file saved by `model.save_mo
     "Class and probabilities for each image file (unreadable files get an `error`), optionally with Grad-CAM overlays."
     import numpy as np, pandas as pd
     from tqdm.auto import tqdm
-    from brain_tumor_cls.report import atomic_to_csv, atomic_write
+    from brain_tumor_cls.files import atomic_write, write_csv
     m, meta = load_model_safely(model_path)
     from brain_tumor_cls import pipeline
     classes, size = list(meta["class_names"]), int(meta["image_size"])
@@ -424,7 +414,7 @@ def predict_files(model_path:str|Path, # a `.keras` file saved by `model.save_mo
     df = df[["path", "predicted", "confidence"] + [f"p_{c}" for c in classes if f"p_{c}" in df] +
             (["gradcam"] if "gradcam" in df else []) + ["error"]]
     df = df.set_index("path").loc[files].reset_index()  # command-line order
-    atomic_to_csv(df, out)
+    write_csv(out, df)
     return df
 
 # %% ../nbs/10_cli.ipynb #c3d9f324
@@ -438,9 +428,8 @@ EPILOG = """examples:
 
 exit codes: 0 success, 2 bad usage or input, 1 other failure"""
 
-def _run_options(p, data_required=False):
-    if data_required: p.add_argument("data", help="image folder: DATA/<class>/* or DATA/{Training,Testing}/<class>/*")
-    else: p.add_argument("data", nargs="?", help="image folder (DATA/<class>/* or DATA/{Training,Testing}/<class>/*); optional with --config")
+def _run_options(p):
+    p.add_argument("data", nargs="?", help="image folder (DATA/<class>/* or DATA/{Training,Testing}/<class>/*); optional with --config")
     p.add_argument("--out", "-o", help=f"run directory (default {DEFAULTS['out']})")
     p.add_argument("--config", help="config.json of a previous run to repeat; options given here override it")
     g = p.add_argument_group("model and training")

@@ -14,17 +14,17 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from .files import IMAGE_SUFFIXES
+
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing; it then uses text bars, which is fine
     warnings.simplefilter("ignore")
     from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'SPLIT_NAMES', 'EXPECTED_LAYOUT', 'INFO_COLUMNS', 'PROGRESS_MIN_FILES', 'SPLIT_ORDER',
-           'scan_images', 'image_info', 'class_counts', 'plot_class_counts', 'plot_resolution_spread']
+__all__ = ['SPLIT_NAMES', 'EXPECTED_LAYOUT', 'INFO_COLUMNS', 'PROGRESS_MIN_FILES', 'SPLIT_ORDER', 'scan_images', 'image_info',
+           'class_counts', 'plot_class_counts', 'plot_resolution_spread']
 
 # %% ../nbs/00_data.ipynb #1768cf9b
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # lower case; compared case-insensitively
-
 SPLIT_NAMES = {  # split folder name (lower case) -> split value in the manifest
     "training": "train", "train": "train",
     "validation": "val", "valid": "val", "val": "val",
@@ -33,7 +33,7 @@ SPLIT_NAMES = {  # split folder name (lower case) -> split value in the manifest
 
 EXPECTED_LAYOUT = (
     "Expected layout: <root>/<class>/<image> or <root>/<Training|Validation|Testing>/<class>/<image>, "
-    "with at least two class folders holding images (" + " ".join(IMAGE_EXTENSIONS) + ", any case)."
+    "with at least two class folders holding images (" + " ".join(IMAGE_SUFFIXES) + ", any case)."
 )
 
 # %% ../nbs/00_data.ipynb #4eb309b6
@@ -42,7 +42,7 @@ def _is_hidden(name:str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 def _is_image_name(name:str) -> bool:
-    return not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 # %% ../nbs/00_data.ipynb #23bdffbf
 def _folder_key(path:str) -> tuple[int, int]:

@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['predictions_from_probs', 'predict', 'evaluate', 'confusion_matrix', 'fit_temperature', 'apply_temperature',
            'plot_confusion_matrix', 'roc_curves', 'plot_roc', 'reliability', 'plot_reliability', 'top_losses',
-           'most_confused', 'plot_top_losses', 'plot_most_confused', 'write_results', 'read_predictions']
+           'most_confused', 'plot_top_losses', 'plot_most_confused']
 
 # %% ../nbs/06_eval.ipynb #605887cc
-import json, os, tempfile, warnings
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -386,31 +386,3 @@ def plot_most_confused(predictions:pd.DataFrame, # predictions table
     ax.set(xlabel="images", title="most-confused pairs (true → predicted)")
     fig.tight_layout()
     return fig
-
-# %% ../nbs/06_eval.ipynb #8ba5bc5b
-def _atomic_write_text(path:Path, text:str):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-
-# %% ../nbs/06_eval.ipynb #27b713e0
-def write_results(run_dir, # run directory
-                  predictions:pd.DataFrame, # the predictions table
-                  metrics:dict, # output of `evaluate`
-                 ) -> tuple:
-    "Write `metrics.json` and `predictions.csv` atomically; return their paths."
-    run_dir = Path(run_dir)
-    mp, pp = run_dir / "metrics.json", run_dir / "predictions.csv"
-    _atomic_write_text(mp, json.dumps(metrics, indent=2, allow_nan=False))
-    _atomic_write_text(pp, predictions.to_csv(index=False))
-    return mp, pp
-
-def read_predictions(path, # a `predictions.csv`
-                    ) -> pd.DataFrame:
-    "Read a predictions table back (empty `true` stays an empty string)."
-    return pd.read_csv(path, keep_default_na=False, dtype={"path": str, "true": str, "predicted": str})

@@ -6,13 +6,15 @@
 __all__ = ['PHANTOM_CLASSES', 'draw_slice', 'mask_for', 'make_phantom_dataset']
 
 # %% ../nbs/08_phantom.ipynb #8a89f8e4
-import functools, io, os, tempfile
+import functools, io, os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy import fft as sfft, ndimage
+
+from .files import atomic_write, png_bytes, read_csv, write_csv
 
 # %% ../nbs/08_phantom.ipynb #8fb50589
 PHANTOM_CLASSES = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
@@ -161,20 +163,9 @@ def draw_slice(rng:np.random.Generator, # source of randomness (one per image, f
     return np.clip(img*255 + 0.5, 0, 255).astype(np.uint8), mask
 
 # %% ../nbs/08_phantom.ipynb #7e5d310d
-def _encode(arr, fmt="PNG", **kw):
-    "Encode a uint8 array as image bytes."
-    buf = io.BytesIO(); Image.fromarray(arr).save(buf, format=fmt, **kw); return buf.getvalue()
-
-def _atomic_write(path, data:bytes):
-    "Write bytes to `path` atomically (temporary file in the same folder, then `os.replace`)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f: f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+def _jpeg_bytes(arr, quality:int=85) -> bytes:
+    "JPEG bytes of a uint8 array (the re-encoded near duplicate; every other file is a PNG from `files.png_bytes`)."
+    buf = io.BytesIO(); Image.fromarray(arr).save(buf, format="JPEG", quality=quality); return buf.getvalue()
 
 # %% ../nbs/08_phantom.ipynb #9472dc04
 def mask_for(path, # path of a phantom image (str or Path)
@@ -198,26 +189,26 @@ def _plant_defects(rows, seed, size, folder):
         o = orig(c, i); src = Path(o["path"])
         d, split = folder(target or c, i)
         p = d/(src.stem + suffix)
-        _atomic_write(p, src.read_bytes() if data is None else data)
+        atomic_write(p, src.read_bytes() if data is None else data)
         add(p, target or c, split, defect, o["path"])
     def extra(ci, k, sz): return draw_slice(np.random.default_rng([seed, ci, 1_000_000 + k]), PHANTOM_CLASSES[ci], sz)[0]
     def fresh(c, name, data, defect):
-        d, split = folder(c, 0); _atomic_write(d/name, data); add(d/name, c, split, defect)
+        d, split = folder(c, 0); atomic_write(d/name, data); add(d/name, c, split, defect)
     copy_of("glioma_tumor", 1, "_copy.png", "exact_duplicate")
     copy_of("no_tumor", 2, "_copy.png", "exact_duplicate")
     arr = np.asarray(Image.open(orig("meningioma_tumor", 1)["path"]))
-    copy_of("meningioma_tumor", 1, "_jpeg.jpg", "near_duplicate", data=_encode(arr, "JPEG", quality=85))
+    copy_of("meningioma_tumor", 1, "_jpeg.jpg", "near_duplicate", data=_jpeg_bytes(arr))
     im = Image.open(orig("pituitary_tumor", 2)["path"])
     small = im.resize((round(size*0.75),)*2, Image.Resampling.LANCZOS)
-    copy_of("pituitary_tumor", 2, "_small.png", "near_duplicate", data=_encode(np.asarray(small)))
+    copy_of("pituitary_tumor", 2, "_small.png", "near_duplicate", data=png_bytes(np.asarray(small)))
     copy_of("glioma_tumor", 3, "_conflict.png", "label_conflict", target="meningioma_tumor")
-    data = _encode(extra(2, 0, size))
+    data = png_bytes(extra(2, 0, size))
     fresh("no_tumor", "no_tumor_x_truncated.png", data[:len(data)//2], "corrupt")
     fresh("glioma_tumor", "glioma_tumor_x_notes.png",
           b"Radiology notes: patient 17, follow-up in 3 months.\nThis is a text file, not an image.\n", "not_an_image")
-    fresh("pituitary_tumor", "pituitary_tumor_x_large.png", _encode(extra(3, 1, 3*size)), "resolution_outlier")
+    fresh("pituitary_tumor", "pituitary_tumor_x_large.png", png_bytes(extra(3, 1, 3*size)), "resolution_outlier")
     a = extra(1, 2, size).astype(np.float32)
-    fresh("meningioma_tumor", "meningioma_tumor_x_dark.png", _encode(np.round(a/a.max()*5).astype(np.uint8)), "near_blank")
+    fresh("meningioma_tumor", "meningioma_tumor_x_dark.png", png_bytes(np.round(a/a.max()*5).astype(np.uint8)), "near_blank")
     return new
 
 # %% ../nbs/08_phantom.ipynb #0c9ddb60
@@ -240,7 +231,7 @@ def make_phantom_dataset(out_dir, # folder to write `images/`, `masks/` and `pha
     if img_root.is_dir() and any(img_root.iterdir()) and not csv.exists():
         raise FileExistsError(f"{img_root} is not empty and holds no phantom.csv: not a phantom folder, choose another out_dir")
     if csv.exists():   # remove the previous phantom's files so no stale image lingers
-        old = pd.read_csv(csv, keep_default_na=False, dtype=str)
+        old = read_csv(csv, dtype=str)
         for f in list(old["path"]) + list(old["mask"]):
             if f and out in Path(f).parents and Path(f).is_file(): os.unlink(f)
     n_test = int(round(n_per_class*test_frac)) if layout == "split" else 0
@@ -256,15 +247,15 @@ def make_phantom_dataset(out_dir, # folder to write `images/`, `masks/` and `pha
         img, m = draw_slice(np.random.default_rng([seed, ci, i]), c, size)
         d, split = folder(c, i)
         p = d/f"{c}_{i:04d}.png"
-        _atomic_write(p, _encode(img))
+        atomic_write(p, png_bytes(img))
         mp = ""
         if c != "no_tumor":
             mpath = mask_root/p.relative_to(img_root)
-            _atomic_write(mpath, _encode(m.astype(np.uint8)*255))
+            atomic_write(mpath, png_bytes(m.astype(np.uint8)*255))
             mp = mpath.as_posix()
         rows.append({"path": p.as_posix(), "class": c, "split": split, "mask": mp, "defect": "", "defect_of": ""})
     if dirty: rows += _plant_defects(rows, seed, size, folder)
     df = pd.DataFrame(rows, columns=["path", "class", "split", "mask", "defect", "defect_of"])
     df = df.sort_values(["split", "class", "path"], ignore_index=True)
-    _atomic_write(csv, df.to_csv(index=False).encode())
+    write_csv(csv, df)
     return df

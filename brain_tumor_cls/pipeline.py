@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .files import MIN_IMAGE_SIZE
+
 # %% auto #0
-__all__ = ['MIN_IMAGE_SIZE', 'class_names', 'split', 'preprocess_image', 'make_dataset', 'load_images']
+__all__ = ['class_names', 'split', 'preprocess_image', 'make_dataset', 'load_images']
 
 # %% ../nbs/03_pipeline.ipynb #be3d2587
 import tensorflow as tf
@@ -109,8 +111,6 @@ def split(manifest:pd.DataFrame, # needs `path`, `class`; uses `split` and `dup_
     return df
 
 # %% ../nbs/03_pipeline.ipynb #45d3cfab
-MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input side
-
 def _check_size(image_size):
     if int(image_size) != image_size or image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size={image_size!r} is too small: InceptionV3 needs at least "

@@ -4,54 +4,23 @@
 
 # %% ../nbs/09_report.ipynb #07eaba91
 from __future__ import annotations
-import base64, html, io, json, os, tempfile, ast, platform, datetime
+import html, json, os, ast, platform, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .files import atomic_write, data_uri, figure_png, read_csv
+
 # %% auto #0
-__all__ = ['SECTIONS', 'FIGURE_FILES', 'atomic_write', 'atomic_to_csv', 'fig_to_data_uri', 'png_file_to_data_uri', 'parse_issues',
-           'load_run', 'class_names_of', 'plot_class_counts', 'plot_history', 'plot_confusion', 'plot_roc_curves',
-           'calibration_table', 'plot_calibration', 'metrics_table', 'build_report', 'tiny_run_dir']
-
-# %% ../nbs/09_report.ipynb #e54d6efc
-def atomic_write(path:str|Path, # final file name
-                 data:str|bytes, # content (text is written as UTF-8)
-                ) -> Path:
-    "Write `data` to `path` through a temporary file in the same folder and `os.replace`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-    return path
-
-def atomic_to_csv(df:pd.DataFrame, # table to save
-                  path:str|Path, # final CSV name
-                 ) -> Path:
-    "Save `df` as CSV (no index) atomically."
-    return atomic_write(path, df.to_csv(index=False))
+__all__ = ['SECTIONS', 'FIGURE_FILES', 'parse_issues', 'load_run', 'class_names_of', 'plot_class_counts', 'plot_history',
+           'plot_confusion', 'plot_roc_curves', 'calibration_table', 'plot_calibration', 'metrics_table',
+           'build_report']
 
 # %% ../nbs/09_report.ipynb #f0eb0a41
-def fig_to_data_uri(fig:Figure, # a matplotlib figure
-                    dpi:int=96, # resolution of the embedded PNG
-                   ) -> str:
-    "Render `fig` as PNG and return it as a `data:image/png;base64,...` URI."
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-def png_file_to_data_uri(path:str|Path) -> str:
-    "Embed an existing PNG file."
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+def _fig_uri(fig:Figure) -> str: return data_uri(figure_png(fig, dpi=96))
+def _png_uri(path:str|Path) -> str: return data_uri(Path(path).read_bytes())
 
 # %% ../nbs/09_report.ipynb #1874064b
 def _str(s:pd.Series) -> pd.Series:
@@ -72,7 +41,7 @@ def parse_issues(v) -> list[str]:
 # %% ../nbs/09_report.ipynb #93c391bf
 def _read_csv(p:Path):
     if not p.exists(): return None
-    try: return pd.read_csv(p, keep_default_na=False, na_values=[""])
+    try: return read_csv(p)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError): return None
 
 def load_run(run_dir:str|Path, # a run directory written by `btc run`
@@ -262,7 +231,7 @@ def _section_dataset(run, root):
     t = pd.crosstab(m["class"], _str(m["split"]).replace("", "(none)") if "split" in m else "all",
                     margins=True, margins_name="total").reset_index()
     out.append(_table(t))
-    out.append(_img(fig_to_data_uri(plot_class_counts(m, "Images per class (as found on disk)")), "class counts"))
+    out.append(_img(_fig_uri(plot_class_counts(m, "Images per class (as found on disk)")), "class counts"))
     if {"width", "height"} <= set(m.columns):
         w = pd.to_numeric(m["width"], errors="coerce"); h = pd.to_numeric(m["height"], errors="coerce")
         ok = (w > 0) & (h > 0) & (w * h < 1e8)  # unreadable headers and decompression bombs are not resolutions
@@ -322,7 +291,7 @@ def _section_training(run):
     f = run["run_dir"]/"figures"/"training_curves.png"
     txt = ", ".join(f"{c} {float(last[c]):.3f}" for c in ["loss", "accuracy", "val_loss", "val_accuracy"] if c in h)
     phases = f" ({', '.join(f'{k}: {v}' for k, v in h['phase'].value_counts(sort=False).items())})" if "phase" in h else ""
-    uri = png_file_to_data_uri(f) if f.is_file() else fig_to_data_uri(plot_history(h))  # the training stage's figure if any
+    uri = _png_uri(f) if f.is_file() else _fig_uri(plot_history(h))  # the training stage's figure if any
     return f"<p>{len(h)} epoch(s){_esc(phases)}; last epoch: {_esc(txt)}.</p>" + _img(uri, "training curves")
 
 def _section_metrics(run):
@@ -341,12 +310,12 @@ FIGURE_FILES = {"confusion": "confusion_matrix.png", "roc": "roc.png", "calibrat
 def _section_pred_plot(run, classes, plot, what, sid=None):
     f = run["run_dir"]/"figures"/FIGURE_FILES.get(sid, "-")
     if f.is_file():  # the evaluation stage's own figure
-        return _img(png_file_to_data_uri(f), what)
+        return _img(_png_uri(f), what)
     p = run["predictions"]
     if p is None: return _missing("predictions.csv")
     if not classes or not _str(p["true"]).isin(classes).any():
         return '<p class="note">No labelled predictions to plot.</p>'
-    return _img(fig_to_data_uri(plot(p, classes)), what)
+    return _img(_fig_uri(plot(p, classes)), what)
 
 def _section_gradcam(run):
     g = run["gallery"]; d = run["run_dir"]/"gradcam"
@@ -368,7 +337,7 @@ def _section_gradcam(run):
             if not f.exists(): continue
             cap = f"true: {r.true}<br>predicted: {r.predicted} ({float(r.confidence):.0%})"
             if getattr(r, "note", "") and str(getattr(r, "note")) not in ("", "nan"): cap += f"<br>{_esc(r.note)}"
-            figs.append(f'<figure class="{"ok" if ok else "bad"}">{_img(png_file_to_data_uri(f), str(r.file))}'
+            figs.append(f'<figure class="{"ok" if ok else "bad"}">{_img(_png_uri(f), str(r.file))}'
                         f"<figcaption>{cap.replace(chr(10), ' ')}</figcaption></figure>")
         out.append('<div class="gal">' + "".join(figs) + "</div>")
     return "\n".join(out)
@@ -418,46 +387,3 @@ def build_report(run_dir:str|Path, # run directory written by `btc run`
            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>\n'
            f"<body><h1>{_esc(title)}</h1>{head}<nav>{nav}</nav>\n" + "\n".join(body) + "\n</body></html>\n")
     return atomic_write(Path(out) if out else Path(run_dir)/"report.html", doc)
-
-# %% ../nbs/09_report.ipynb #8931a0eb
-def tiny_run_dir(run_dir:str|Path, # folder to create
-                 n:int=40, # images per class
-                 seed:int=0):
-    "Write a small synthetic run directory (for documentation and tests)."
-    from PIL import Image
-    d = Path(run_dir); (d/"gradcam").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed); classes = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
-    root = "/data/mri"
-    man = pd.DataFrame([dict(path=f"{root}/{c}/img {i:03d}.png", **{"class": c}, split="", image=f"img {i:03d}.png",
-                             width=256, height=256, mode="L", bytes=4000) for c in classes for i in range(n)])
-    atomic_to_csv(man, d/"manifest.csv")
-    aud = man.copy(); aud["issues"] = ""; aud["keep"] = True; aud["dup_group"] = np.arange(len(aud))
-    bad = {1: "empty_file", 5: "corrupt", 9: "not_an_image", 13: "exact_duplicate", 17: "near_blank"}
-    for i, r in bad.items(): aud.loc[i, "issues"] = r; aud.loc[i, "keep"] = False
-    aud.loc[13, "dup_group"] = 12; aud.loc[12, "issues"] = "split_leakage"
-    atomic_to_csv(aud, d/"audit.csv")
-    sp = aud[aud.keep].copy(); sp["split"] = rng.choice(["train", "val", "test"], len(sp), p=[.7, .15, .15])
-    atomic_to_csv(sp, d/"splits.csv")
-    e = np.arange(1, 6)
-    atomic_to_csv(pd.DataFrame({"epoch": e, "loss": 1.4 / e, "accuracy": 1 - .7 / e,
-                                "val_loss": 1.4 / e ** .7, "val_accuracy": 1 - .75 / e ** .7}), d/"history.csv")
-    te = sp[sp.split == "test"]
-    y = te["class"].map(classes.index).to_numpy()
-    logits = rng.normal(size=(len(te), 4)) + 2.5 * np.eye(4)[y]
-    P = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    pred = pd.DataFrame({"path": te.path.values, "true": te["class"].values,
-                         "predicted": [classes[i] for i in P.argmax(1)], "confidence": P.max(1)})
-    for k, c in enumerate(classes): pred[f"p_{c}"] = P[:, k]
-    atomic_to_csv(pred, d/"predictions.csv")
-    acc = float((pred.true == pred.predicted).mean())
-    atomic_write(d/"metrics.json", json.dumps({"n": len(pred), "accuracy": {"value": acc, "ci_low": acc - .1, "ci_high": min(1, acc + .1)},
-                                               "macro_auc": {"value": .9, "ci_low": .85, "ci_high": .95}}))
-    rows = []
-    for i, r in enumerate(pred.head(4).itertuples(index=False)):
-        a = (rng.random((64, 64, 3)) * 255).astype(np.uint8); fn = f"{i:03d}.png"
-        Image.fromarray(a).save(d/"gradcam"/fn)
-        rows.append(dict(file=fn, path=r.path, true=r.true, predicted=r.predicted, confidence=r.confidence,
-                         correct=r.true == r.predicted))
-    atomic_to_csv(pd.DataFrame(rows), d/"gradcam"/"gallery.csv")
-    atomic_write(d/"config.json", json.dumps({"data": root, "class_names": classes, "image_size": 96, "seed": seed}, indent=2))
-    return d

@@ -8,8 +8,6 @@ __all__ = ['AtomicCheckpoint', 'AtomicBackupAndRestore', 'feature_extractor', 'h
 
 # %% ../nbs/05_train.ipynb #4cc76379
 import json
-import os
-import tempfile
 import warnings
 import weakref
 from pathlib import Path
@@ -20,33 +18,13 @@ import pandas as pd
 # %% ../nbs/05_train.ipynb #34050cba
 import keras
 import tensorflow as tf
+from .files import atomic_path, atomic_write, save_figure, write_csv, write_json
 from .model import HEAD_LAYERS, backbone_frozen, n_outputs, save_model, set_trainable
 
 # %% ../nbs/05_train.ipynb #7a7b84dc
-def _tmp_beside(path, suffix):
-    "A fresh temporary file name in the folder of `path` (same filesystem, so `os.replace` is atomic)."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name.split('.')[0]}.tmp-", suffix=suffix)
-    os.close(fd)
-    return tmp
-
 def _atomic_save_weights(model, path):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path, ".weights.h5")
-    try:
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-
-def _atomic_write_text(path, text):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path, path.suffix)
-    try:
-        with open(tmp, "w") as f: f.write(text); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
+    "Save `model`'s weights to `path` (a `.weights.h5` file) atomically."
+    with atomic_path(path, suffix=".weights.h5") as tmp: model.save_weights(tmp, overwrite=True)
 
 # %% ../nbs/05_train.ipynb #26727b4c
 class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -67,7 +45,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         _atomic_save_weights(self.model, self._weights_path)
         meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
-        _atomic_write_text(self._training_metadata_path, json.dumps(meta))
+        write_json(self._training_metadata_path, meta)
 
 # %% ../nbs/05_train.ipynb #8bd14826
 def feature_extractor(model:keras.Model) -> keras.Model:
@@ -274,7 +252,7 @@ def train(model:keras.Model, # from `build_model` (or `load_model`); trained in 
         log = _read_log(run_dir/"log.csv")
         state.update(phase="head_done", head_epochs=int(log["epoch"].max()) + 1 if len(log) else 0,
                      best_val_loss=float(log["val_loss"].min()) if len(log) else float("inf"), fast_path=fast)
-        _atomic_write_text(state_path, json.dumps(state, indent=1))
+        write_json(state_path, state)
     else:
         work.load_weights(run_dir/"after_head.weights.h5")
 
@@ -292,15 +270,14 @@ def train(model:keras.Model, # from `build_model` (or `load_model`); trained in 
     history = _read_log(run_dir/"log.csv")
     whole = fine_tune_from in (0, "0") and state["head_epochs"] == 0  # every layer trained from the first epoch
     history.insert(1, "phase", np.where(history["epoch"] < state["head_epochs"], "head", "all_layers" if whole else "finetune"))
-    _atomic_write_text(run_dir/"history.csv", history.to_csv(index=False))
+    write_csv(run_dir/"history.csv", history)
     save_model(model, run_dir/"model.keras", class_names, image_size)
     state["phase"] = "done"
-    _atomic_write_text(state_path, json.dumps(state, indent=1))
+    write_json(state_path, state)
     if plot:
         import matplotlib.pyplot as plt
         fig = plot_history(history)
-        (run_dir/"figures").mkdir(exist_ok=True)
-        fig.savefig(run_dir/"figures"/"training_curves.png", dpi=100, bbox_inches="tight"); plt.close(fig)
+        save_figure(fig, run_dir/"figures"/"training_curves.png"); plt.close(fig)
     return history
 
 # %% ../nbs/05_train.ipynb #90dcab9c

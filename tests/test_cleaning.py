@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brain_tumor_cls.cleaning import (REASONS, FATAL, audit, audit_summary, duplicate_summary, clean, check_planted,
-                                      inspect_file, write_bad_inputs, hamming_pairs, brute_hamming_pairs,
-                                      synthetic_hashes, pair_correlation, robust_z, choose_bands, bomb_png,
-                                      plot_issue_gallery, plot_duplicate_pairs)
+from brain_tumor_cls.cleaning import (REASONS, FATAL, audit, audit_summary, duplicate_summary, clean, inspect_file,
+                                      hamming_pairs, pair_correlation, robust_z, choose_bands, plot_issue_gallery,
+                                      plot_duplicate_pairs)
+from brain_tumor_cls.testing import bomb_png, brute_hamming_pairs, check_planted, synthetic_hashes, write_bad_inputs
 from brain_tumor_cls.data import scan_images
 from brain_tumor_cls.phantom import make_phantom_dataset
 

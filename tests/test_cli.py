@@ -9,7 +9,7 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from brain_tumor_cls import cli
 from brain_tumor_cls.phantom import make_phantom_dataset
-from test_report import check_report_html
+from conftest import check_report_html
 
 TINY = ["--image-size", "75", "--epochs", "2", "--batch-size", "16", "--weights", "none", "--scratch", "off", "--gallery", "4", "--quiet"]
 

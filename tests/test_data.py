@@ -10,10 +10,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brain_tumor_cls.data import (IMAGE_EXTENSIONS, INFO_COLUMNS, SPLIT_NAMES, class_counts, image_info,
+from brain_tumor_cls.files import IMAGE_SUFFIXES
+from brain_tumor_cls.testing import bomb_png
+from brain_tumor_cls.data import (INFO_COLUMNS, SPLIT_NAMES, class_counts, image_info,
                                   plot_class_counts, plot_resolution_spread, scan_images)
 
 CLASSES = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
+
+
+def _bomb(path, w, h):
+    "Write a PNG whose header claims w×h pixels; returns its path."
+    Path(path).write_bytes(bomb_png(w, h)); return Path(path)
 
 
 def img(path, size=(8, 8), mode="L", fmt=None, **save):
@@ -23,16 +30,6 @@ def img(path, size=(8, 8), mode="L", fmt=None, **save):
     colour = 100 if mode in ("L", "P", "1", "I;16") else (100,) * len(mode)
     Image.new(mode, size, colour).save(path, format=fmt, **save)
     return path
-
-
-def png_claiming(path, w, h):
-    "A valid PNG (signature, IHDR with correct CRC, tiny IDAT, IEND) whose header claims `w`×`h` pixels."
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-                           + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-    return Path(path)
 
 
 def flat_dataset(root, n=3):
@@ -96,7 +93,7 @@ def test_extensions_case_insensitive_and_non_images_ignored(tmp_path):
     m = scan_images(tmp_path)
     names = set(m.loc[m["class"] == "glioma_tumor", "image"])
     assert names == {"glioma_tumor_0.png", "UPPER.JPG", "mixed.JpEg", "shout.PNG", "bitmap.Bmp"}
-    assert set(IMAGE_EXTENSIONS) == {".jpg", ".jpeg", ".png", ".bmp"}
+    assert set(IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 def test_hidden_files_and_folders_ignored(tmp_path):
@@ -307,7 +304,7 @@ def odd_files(d):
         "grey": (img(d / "grey.jpg", size=(12, 10), mode="L", fmt="JPEG"), 12, 10, "L", ""),
         "one_pixel": (img(d / "one.png", size=(1, 1)), 1, 1, "L", ""),
         "bitmap": (img(d / "b.bmp", size=(5, 3), mode="RGB", fmt="BMP"), 5, 3, "RGB", ""),
-        "bomb": (png_claiming(d / "bomb.png", 50_000, 50_000), 50_000, 50_000, "L", "decompression bomb"),
+        "bomb": (_bomb(d / "bomb.png", 50_000, 50_000), 50_000, 50_000, "RGB", "decompression bomb"),
         "gone": (d / "gone.png", 0, 0, "", "file not found"),
     }
 
@@ -325,7 +322,7 @@ def test_image_info_awkward_files(tmp_path):
 def test_bomb_is_not_decoded(tmp_path):
     "A 2.5-gigapixel claim must not allocate anything like 2.5 GB: it is never decoded."
     import tracemalloc
-    p = png_claiming(tmp_path / "bomb.png", 50_000, 50_000)
+    p = _bomb(tmp_path / "bomb.png", 50_000, 50_000)
     tracemalloc.start()
     info = image_info(manifest_of(p), workers=1, progress=False)
     peak = tracemalloc.get_traced_memory()[1]
@@ -335,7 +332,7 @@ def test_bomb_is_not_decoded(tmp_path):
 
 def test_moderate_bomb_warning_level(tmp_path):
     "Between Image.MAX_IMAGE_PIXELS and twice that Pillow only warns; image_info still flags the row."
-    p = png_claiming(tmp_path / "big.png", 10_000, 10_000)  # 1e8 > 89,478,485 pixels
+    p = _bomb(tmp_path / "big.png", 10_000, 10_000)  # 1e8 > 89,478,485 pixels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         info = image_info(manifest_of(p), workers=1, progress=False)

@@ -4,7 +4,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np, pandas as pd, pytest
 from sklearn import metrics as skm
 from brain_tumor_cls.evaluate import (predictions_from_probs, evaluate, fit_temperature, apply_temperature,
-    write_results, read_predictions, top_losses, most_confused, reliability, roc_curves,
+    top_losses, most_confused, reliability, roc_curves,
     plot_confusion_matrix, plot_roc, plot_reliability, plot_most_confused, predict)
 
 CLS = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
@@ -114,16 +114,6 @@ def test_losses_confused_and_plots():
     m = evaluate(t, n_boot=50)
     for f in (plot_confusion_matrix(t), plot_roc(t, metrics=m), plot_reliability(t), plot_most_confused(t)):
         assert isinstance(f, Figure)
-
-def test_write_results_atomic_roundtrip(tmp_path):
-    t, *_ = table(30)
-    m = evaluate(t, n_boot=50)
-    mp, pp = write_results(tmp_path / "run", t, m)
-    assert json.loads(mp.read_text()) == json.loads(json.dumps(m))
-    back = read_predictions(pp)
-    assert back["true"].tolist() == t["true"].tolist()
-    np.testing.assert_allclose(back["p_no_tumor"], t["p_no_tumor"])
-    assert sorted(x.name for x in (tmp_path / "run").iterdir()) == ["metrics.json", "predictions.csv"]
 
 def test_predict_manifest_and_array(tmp_path):
     import keras

@@ -10,7 +10,8 @@ import tensorflow as tf
 from PIL import Image
 
 from brain_tumor_cls.phantom import make_phantom_dataset
-from brain_tumor_cls.pipeline import (MIN_IMAGE_SIZE, class_names, load_images, make_dataset,
+from brain_tumor_cls.files import MIN_IMAGE_SIZE
+from brain_tumor_cls.pipeline import (class_names, load_images, make_dataset,
                                       preprocess_image, split)
 
 

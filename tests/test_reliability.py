@@ -13,35 +13,10 @@ from PIL import Image
 
 from brain_tumor_cls.phantom import make_phantom_dataset
 from brain_tumor_cls.report import parse_issues
-from test_report import check_report_html
+from brain_tumor_cls.testing import bomb_png
+from conftest import BTC_ENV, checksums, check_report_html, run_btc as btc
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore", KERAS_HOME="/nonexistent-keras-home")
 TINY = ["--image-size", "75", "--epochs", "1", "--batch-size", "16", "--weights", "none", "--scratch", "off", "--gallery", "4"]
-
-
-def btc(*args, timeout=300, **kw):
-    "Run `btc ARGS` as a subprocess; returns CompletedProcess (text)."
-    return subprocess.run([sys.executable, "-m", "brain_tumor_cls.cli", *map(str, args)], env=ENV, text=True,
-                          capture_output=True, timeout=timeout, **kw)
-
-
-def checksums(root):
-    "sha256 of every regular file and the target of every symlink under `root` (symlinks not followed)."
-    out = {}
-    for dp, dns, fns in os.walk(root):
-        for n in dns + fns:
-            p = os.path.join(dp, n)
-            if os.path.islink(p): out[p] = "link->" + os.readlink(p)
-            elif os.path.isfile(p): out[p] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-            else: out[p] = "dir"
-    return out
-
-
-def png_claiming(path, w, h):
-    "A PNG whose header claims w×h pixels (a decompression bomb for a naive decoder)."
-    def chunk(kind, data): return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-                           + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
 def phantom_images(tmp, n, seed):
@@ -78,7 +53,7 @@ def hostile(tmp_path_factory):
     g(4).convert("CMYK").save(root/"pituitary_tumor"/"cmyk.jpg", "JPEG")
     g(5).save(root/"glioma_tumor"/"grey.jpg", "JPEG")
     Image.new("L", (1, 1), 80).save(root/"no_tumor"/"tiny 1x1.png")
-    png_claiming(root/"pituitary_tumor"/"bomb.png", 50_000, 50_000)
+    (root/"pituitary_tumor"/"bomb.png").write_bytes(bomb_png(50_000, 50_000))
     g(6).save(root/"meningioma_tumor"/"tümor scan (1).png")
     g(7).save(root/"no_tumor"/"脑 扫描.png")
     g(0).save(root/"pituitary_tumor"/"UPPER CASE.PNG")
@@ -184,7 +159,7 @@ def test_sigkill_during_training_then_resume(tmp_path):
     out = tmp_path/"run"
     # online augmentation keeps training on the full model (no cached-feature fast path), so epochs take seconds
     args = ["run", data, "--out", out, *TINY, "--epochs", "2", "--online-augment"]
-    p = subprocess.Popen([sys.executable, "-m", "brain_tumor_cls.cli", *map(str, args)], env=ENV, text=True,
+    p = subprocess.Popen([sys.executable, "-m", "brain_tumor_cls.cli", *map(str, args)], env=BTC_ENV, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         t0 = time.time()

@@ -5,10 +5,12 @@
 # %% ../nbs/00b_dicom.ipynb #96fc549c
 from __future__ import annotations
 
-import hashlib, os, secrets
+import hashlib, os
 from pathlib import Path
 
 import numpy as np
+
+from .files import MAX_PIXELS, atomic_write
 
 # %% auto #0
 __all__ = ['DICOM_REASONS', 'DICOM_SUFFIXES', 'MR_IMAGE_STORAGE', 'DicomError', 'is_dicom', 'dicom_bytes', 'write_dicom',
@@ -114,17 +116,6 @@ def dicom_bytes(image:np.ndarray, # 2-D integer array: the stored values (uint8/
     return _encode(ds)
 
 # %% ../nbs/00b_dicom.ipynb #6b1d05ac
-def _atomic_write(path:Path, data:bytes):
-    "Write `data` to a temporary file beside `path`, fsync it, then rename it to `path`: never a partial file."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:   # "x": a fresh file, permissions from the umask
-            f.write(data); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True); raise
-
 def write_dicom(path:str|os.PathLike, # file to write (folders are created)
                 image:np.ndarray, # 2-D integer array of stored values (see `dicom_bytes`)
                 overwrite:bool=False, # replace an existing file
@@ -133,7 +124,7 @@ def write_dicom(path:str|os.PathLike, # file to write (folders are created)
     "Write `image` as a single-frame MR DICOM file, atomically."
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    _atomic_write(path, dicom_bytes(image, **options))
+    atomic_write(path, dicom_bytes(image, **options))
     return path
 
 # %% ../nbs/00b_dicom.ipynb #56589afc
@@ -344,7 +335,7 @@ def _to_uint8(y:np.ndarray) -> np.ndarray:
 
 # %% ../nbs/00b_dicom.ipynb #91c0220f
 def read_dicom(path:str|os.PathLike, # a DICOM file (one 2-D slice)
-               max_pixels:int=50_000_000, # refuse headers claiming more pixels (rows x columns x frames), never decoded
+               max_pixels:int=MAX_PIXELS, # refuse headers claiming more pixels (rows x columns x frames), never decoded
               ) -> np.ndarray: # uint8 [H, W] grey, as the pipeline sees PNG/JPEG
     "The slice in `path` as 8-bit grey (rescale, VOI LUT / window / min-max, MONOCHROME1 inverted); raises `DicomError`."
     ds = _dcmread(path, defer_size=_DEFER)

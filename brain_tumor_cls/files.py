@@ -141,13 +141,15 @@ def write_csv(path:str|Path, # the final file name
     return atomic_write(path, out.to_csv(index=False, lineterminator="\n"))
 
 def read_csv(path:str|Path, # a CSV written by `write_csv`
+             lists:tuple=(), # columns holding lists (written as `a;b`): read back as lists of strings
              **kwargs, # passed on to `pandas.read_csv`
             ) -> pd.DataFrame:
     "Read a CSV written by `write_csv`: text cells come back exactly (empty ones as ''), numbers as numbers."
     df = pd.read_csv(path, encoding="utf-8", encoding_errors="surrogateescape", keep_default_na=False,
                      na_values=[""], **kwargs)
     for c in df.columns:
-        if _is_text(df[c]): df[c] = df[c].astype(object).where(df[c].notna(), "").map(_unescape_cell)
+        if _is_text(df[c]) or c in lists: df[c] = df[c].astype(object).where(df[c].notna(), "").map(_unescape_cell)
+        if c in lists: df[c] = df[c].map(lambda v: [x for x in str(v).split(";") if x])
     return df
 
 # %% ../nbs/00a_files.ipynb #766c2784

@@ -17,7 +17,7 @@ from brain_tumor_cls.testing import bomb_png
 from conftest import BTC_ENV, TINY, checksums, check_report_html, run_btc as btc
 
 XSS = "<img src=x onerror=document.body.prepend('XSS-EXECUTED')>"   # a class folder name that is a script
-FORMULA = '=HYPERLINK("http://x", "open me")'                          # a spreadsheet formula as a class name
+FORMULA = '=HYPERLINK("evil.example", "open me")'                          # a spreadsheet formula as a class name
 
 
 def phantom_images(tmp, n, seed):
@@ -208,7 +208,8 @@ def test_hostile_names_cannot_script_the_report(hostile_run, browser):
     from selenium.webdriver.common.by import By
     browser.get((out/"report.html").as_uri())
     body = browser.find_element(By.TAG_NAME, "body")
-    assert "XSS-EXECUTED" not in body.text
+    assert browser.execute_script("return document.body.firstChild.nodeName") == "H1"   # nothing was prepended
+    assert not body.text.startswith("XSS-EXECUTED")
     assert browser.find_elements(By.CSS_SELECTOR, "img[src='x']") == []
     assert XSS in body.text                      # shown as text, where the class names are listed
     assert browser.execute_script("return document.scripts.length") == 0
@@ -217,11 +218,46 @@ def test_hostile_names_cannot_script_the_report(hostile_run, browser):
 def test_csv_cells_cannot_become_spreadsheet_formulas(hostile_run, hostile):
     "Cells starting with = + - @ are written with a leading quote (a spreadsheet shows text) and read back exactly."
     _, out, _ = hostile_run
-    raw = (out/"manifest.csv").read_text("utf-8")
-    assert "\n'=HYPERLINK" not in raw and ",'=HYPERLINK" in raw and ",'@SUM(1+0).png" in raw
+    import csv
+    with open(out/"manifest.csv", newline="", encoding="utf-8", errors="surrogateescape") as f: rows = list(csv.DictReader(f))
+    raw = [r for r in rows if "HYPERLINK" in r["class"]]
+    assert raw and all(r["class"] == "'" + FORMULA and r["image"].startswith("'@SUM(") for r in raw)
     for name in ("manifest", "audit", "splits", "predictions"):
         t = read_csv(out/f"{name}.csv")
         col = "class" if "class" in t else "true"
         assert FORMULA in set(t[col]) or name == "predictions", name
     m = read_csv(out/"manifest.csv")
     assert set(m.loc[m["class"] == FORMULA, "image"]) == {f"@SUM(1+{i}).png" for i in range(4)}
+
+
+def test_class_only_in_testing_is_refused(tmp_path, phantom):
+    "A class folder that exists only under Testing/ would be 'learned' from zero images: refused with exit 2."
+    src, _ = phantom(n_per_class=6, size=96, seed=4)
+    for split, classes in (("Training", ["glioma_tumor", "no_tumor"]), ("Testing", ["glioma_tumor", "no_tumor", "pituitary_tumor"])):
+        for c in classes:
+            shutil.copytree(src/c, tmp_path/"data"/split/c, ignore=shutil.ignore_patterns("*_000[3-9].png") if split == "Testing" else None)
+    r = btc("run", tmp_path/"data", "--out", tmp_path/"out", "--quiet", *TINY)
+    assert r.returncode == 2 and "'pituitary_tumor'" in r.stderr and "no training images" in r.stderr, r.stderr
+
+
+def test_warnings_read_as_messages(tmp_path, phantom):
+    "What the scan warns about is said in words, never with the source line that warned."
+    src, _ = phantom(n_per_class=5, size=64, seed=5)
+    shutil.copytree(src, tmp_path/"data"); (tmp_path/"data"/"empty_class").mkdir()
+    r = btc("audit", tmp_path/"data", "--out", tmp_path/"a")
+    assert r.returncode == 0, r.stderr
+    assert "Ignored 1 class folder(s) without images" in r.stdout + r.stderr
+    assert "warnings.warn" not in r.stderr and "scan_images(" not in r.stderr and "UserWarning" not in r.stderr
+
+
+def test_full_disk_ends_with_one_clear_line(tmp_path, phantom):
+    "A 2 MB disk as --out: exit 1 and one line saying the disk is full, never a crash (it once segfaulted in h5py)."
+    mnt = tmp_path/"small"; mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        data, _ = phantom(n_per_class=6, size=96, seed=1)
+        r = btc("run", data, "--out", mnt/"run", "--quiet", *TINY)
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert r.returncode == 1 and len(lines) == 1 and "disk space" in lines[0].lower(), r.stderr[-2000:]
+    finally: subprocess.run(["umount", str(mnt)])

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 # %% auto #0
-__all__ = ['FORMATS', 'ALLOWED', 'METHOD', 'PAGE', 'PAGE_CSP', 'LOOPBACK_HOSTS', 'ServeError', 'read_upload', 'Predictor',
-           'load_predictor', 'model_info', 'result', 'read_file_field', 'make_app', 'is_loopback', 'serve']
+__all__ = ['FORMATS', 'ALLOWED', 'METHOD', 'PAGE', 'PAGE_CSP', 'LOOPBACK_HOSTS', 'SERVE_EXTRA', 'ServeError', 'read_upload',
+           'Predictor', 'load_predictor', 'model_info', 'result', 'read_file_field', 'make_app', 'is_loopback', 'serve']
 
 # %% ../nbs/14_serve.ipynb #4def8aeb
 from starlette.applications import Starlette
@@ -543,6 +543,14 @@ def make_app(predictor:Predictor, # from `load_predictor`
     return app
 
 # %% ../nbs/14_serve.ipynb #587854b4
+SERVE_EXTRA = 'pip install "brain_tumor_cls[serve]"'  # what installs the web server packages
+
+def _require_extra(modules:tuple=(("uvicorn",), ("python_multipart", "multipart"))):
+    "Raise `UsageError` naming the install command when a package of the `[serve]` extra is missing."
+    from importlib.util import find_spec
+    missing = [m[0] for m in modules if not any(find_spec(n) for n in m)]
+    if missing: raise UsageError(f"btc serve needs {', '.join(missing)}, not installed here: {SERVE_EXTRA}")
+
 def _check_port(port) -> int:
     try: p = int(str(port).strip())
     except ValueError: p = -1
@@ -585,8 +593,8 @@ def serve(model_path:str|Path, # a `.keras` file written by btc
           max_batch:int=8, # most images run through the model at once
          ):
     "Serve the page and the JSON API for the model until Ctrl-C (or SIGTERM); bad arguments raise `UsageError`."
-    import uvicorn
     from brain_tumor_cls.predict import check_model_path
+    _require_extra()
     port, mb = _check_port(port), _check_mb(max_upload_mb)
     check_model_path(model_path)
     local = is_loopback(host)
@@ -596,6 +604,7 @@ def serve(model_path:str|Path, # a `.keras` file written by btc
                                     "to the model and read its answers (no password, no encryption); use --host 127.0.0.1 to keep it local")
         log(f"loading {display_path(model_path)} (safe mode)")
         app = make_app(load_predictor(model_path), mb, LOOPBACK_HOSTS if local else None, max_batch)
+        import uvicorn
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
         log(f"serving {_url(sock)}  (Ctrl-C to stop)")
         try: server.run(sockets=[sock])

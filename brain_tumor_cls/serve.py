@@ -17,6 +17,7 @@ __all__ = ['FORMATS', 'ALLOWED', 'METHOD', 'PAGE', 'PAGE_CSP', 'LOOPBACK_HOSTS',
            'Predictor', 'load_predictor', 'model_info', 'result', 'read_file_field', 'make_app', 'is_loopback', 'serve']
 
 # %% ../nbs/14_serve.ipynb #4def8aeb
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders, UploadFile
@@ -162,19 +163,25 @@ def model_info(p:Predictor) -> dict:
             "versions": {k: v.get(k) for k in ("brain_tumor_cls", "tensorflow", "keras", "python")}}
 
 # %% ../nbs/14_serve.ipynb #90629e8a
+def _prepare(data:bytes, size:int, max_pixels:int=MAX_PIXELS) -> tuple[np.ndarray, np.ndarray, dict]:
+    "Decode an upload and keep what the answer needs: (model input [S,S,3], picture for the page, its description)."
+    image, fmt = read_upload(data, max_pixels)
+    disp = _display(image)
+    return _model_input(image, size), disp, {"format": fmt, "width": int(image.shape[1]), "height": int(image.shape[0]),
+                                             "shown_width": int(disp.shape[1]), "shown_height": int(disp.shape[0])}
+
 def result(p:Predictor, # the predictor that produced `probs` and `cam`
-           image:np.ndarray, # the decoded upload (uint8 [H,W] or [H,W,3])
-           fmt:str, # its format: PNG, JPEG, BMP or DICOM
+           disp:np.ndarray, # the picture for the page (from `_prepare`)
+           image:dict, # its description: format, width, height, shown_width, shown_height
            probs:np.ndarray, # calibrated probabilities [C]
            cam:np.ndarray, # Grad-CAM map [h,w] of the predicted class
           ) -> dict:
     "The JSON answer for one image: class, probabilities, original and overlay as PNG data URIs, what explained it."
-    disp = _display(image); k = int(np.argmax(probs)); cls = p.classes[k]
+    k = int(np.argmax(probs)); cls = p.classes[k]
     return {"predicted": cls, "confidence": float(probs[k]),
             "probabilities": {c: float(v) for c, v in zip(p.classes, probs)},
             "gradcam": data_uri(_overlay_png(disp, cam, cls, float(probs[k]))), "original": data_uri(png_bytes(disp)),
-            "image": {"format": fmt, "width": int(image.shape[1]), "height": int(image.shape[0]),
-                      "shown_width": int(disp.shape[1]), "shown_height": int(disp.shape[0])},
+            "image": image,
             "explanation": {"method": METHOD, "layer": p.layer, "class": cls, "grid": list(cam.shape),
                             "target": "logit of the predicted class", "empty": not bool(np.any(cam > 0))},
             "model": {k: v for k, v in model_info(p).items() if k != "versions"}}
@@ -472,11 +479,11 @@ async def _predict(request:Request) -> JSONResponse:
     "`POST /api/predict`: the class, probabilities and Grad-CAM overlay of the image in the multipart field `file`."
     s = request.app.state
     data = await read_file_field(request, s.limit)
-    image, fmt = await run_in_threadpool(read_upload, data, s.max_pixels)
+    if s.decoders is None: s.decoders = anyio.CapacityLimiter(s.max_decoding)   # made inside the event loop
+    x, disp, image = await anyio.to_thread.run_sync(_prepare, data, s.predictor.size, s.max_pixels, limiter=s.decoders)
     del data
-    x = await run_in_threadpool(_model_input, image, s.predictor.size)
     probs, cam = await asyncio.wrap_future(s.batcher.submit(x))
-    return _json(await run_in_threadpool(result, s.predictor, image, fmt, probs, cam))
+    return _json(await run_in_threadpool(result, s.predictor, disp, image, probs, cam))
 
 # %% ../nbs/14_serve.ipynb #c0ea0403
 async def _serve_error(request, e:ServeError): return _json({"error": e.message}, e.status)
@@ -524,6 +531,7 @@ def make_app(predictor:Predictor, # from `load_predictor`
              max_batch:int=8, # most images run through the model at once
              max_queue:int=64, # images that may wait for the model; more get 503
              max_pixels:int=MAX_PIXELS, # decompression-bomb limit (width x height)
+             max_decoding:int=4, # uploads decoded at the same time (each may take up to 3 bytes x max_pixels)
             ) -> Starlette:
     "The ASGI application of `btc serve`; returns it (run it with uvicorn, or test it with Starlette's TestClient)."
     batcher = _Batcher(lambda xs: list(zip(*predictor.predict_batch(np.stack(xs)))), max_batch, max_queue)
@@ -538,6 +546,7 @@ def make_app(predictor:Predictor, # from `load_predictor`
                     exception_handlers={ServeError: _serve_error, HTTPException: _http_error, Exception: _crash})
     limit = int(max_upload_mb * 2**20)
     app.state.predictor, app.state.batcher, app.state.limit, app.state.max_pixels = predictor, batcher, limit, max_pixels
+    app.state.max_decoding, app.state.decoders = max_decoding, None
     app.state.info = model_info(predictor) | {"limits": {"max_upload_mb": max_upload_mb, "max_upload_bytes": limit,
                                                          "max_pixels": max_pixels}}
     return app

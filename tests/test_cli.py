@@ -10,7 +10,7 @@ from brain_tumor_cls import cli
 from brain_tumor_cls.files import read_csv
 from conftest import TINY, run_btc
 
-COMMANDS = ["demo", "run", "audit", "train", "evaluate", "predict", "report"]
+COMMANDS = ["demo", "run", "audit", "train", "evaluate", "predict", "serve", "report"]
 
 
 def in_fresh_python(code):

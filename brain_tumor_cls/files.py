@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_PIXELS', 'FORMULA_CHARS', 'DiskFullError',
+__all__ = ['DICOM_SUFFIXES', 'IMAGE_SUFFIXES', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_PIXELS', 'FORMULA_CHARS', 'DiskFullError',
            'check_free_space', 'atomic_path', 'atomic_write', 'jsonable', 'write_json', 'read_json', 'write_csv',
            'read_csv', 'png_bytes', 'figure_png', 'data_uri', 'save_figure', 'inside', 'display_path']
 
 # %% ../nbs/000_files.ipynb #53fcb5e6
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # raster formats the scanner accepts (lower case; any case on disk)
+DICOM_SUFFIXES = (".dcm", ".dicom")  # DICOM files the scanner accepts (lower case; any case on disk)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp") + DICOM_SUFFIXES  # every file name the scanner and `btc predict` pick up
 MIN_IMAGE_SIZE = 75       # InceptionV3's smallest input side (px)
 MAX_IMAGE_SIZE = 1024     # largest input side accepted for training and prediction (px)
 MAX_PIXELS = 50_000_000   # decompression-bomb limit: width x height of a header above this is never decoded (~7000^2)

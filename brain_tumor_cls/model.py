@@ -7,22 +7,22 @@ __all__ = ['BACKBONE_OUTPUT', 'HEAD_LAYERS', 'META_ENTRY', 'MAX_MEMBERS', 'MAX_E
            'backbone_frozen', 'n_outputs', 'build_model', 'save_model', 'ModelFileError', 'ModelFormatError',
            'ModelBombError', 'UnsafeModelError', 'UnsupportedModelError', 'load_model', 'set_temperature']
 
-# %% ../nbs/04_model.ipynb #4aaccc34
-import json, shutil, warnings, zipfile
+# %% ../nbs/04_model.ipynb #bf2079e0
+import io, json, shutil, struct, warnings, zipfile
 from pathlib import Path
 
 import numpy as np
 
-# %% ../nbs/04_model.ipynb #2ec731f6
+# %% ../nbs/04_model.ipynb #18675863
 import h5py
 import keras
 from .files import MIN_IMAGE_SIZE, atomic_path, display_path
 
-# %% ../nbs/04_model.ipynb #9fe0ec34
+# %% ../nbs/04_model.ipynb #9aa84628
 BACKBONE_OUTPUT = "mixed10"  # last Inception block: the Grad-CAM target layer
 HEAD_LAYERS = ("avg_pool", "head_dense", "head_dropout", "logits", "probs")
 
-# %% ../nbs/04_model.ipynb #ec9c7652
+# %% ../nbs/04_model.ipynb #0937c4a3
 def _is_block_name(name):
     return name.startswith("mixed") and name[5:].isdigit()
 
@@ -45,7 +45,7 @@ def _first_trainable_index(model, trainable_from):
         i = names.index(f"mixed{k-1}") + 1 if k > 0 else 0
     return i
 
-# %% ../nbs/04_model.ipynb #8f9e178e
+# %% ../nbs/04_model.ipynb #16c18646
 def set_trainable(model:keras.Model, # a model from `build_model`
                   trainable_from:str|int|None=None, # None/"head": head only; "mixed9": top 2 blocks + head; a layer name or index
                   train_batchnorm:bool=False, # also train BatchNorm layers after `trainable_from` (only for training from scratch)
@@ -58,7 +58,7 @@ def set_trainable(model:keras.Model, # a model from `build_model`
         layer.trainable = i >= start and (train_batchnorm or not is_bn)
     return model
 
-# %% ../nbs/04_model.ipynb #307e2b5d
+# %% ../nbs/04_model.ipynb #52d2b824
 def backbone_frozen(model:keras.Model) -> bool:
     "True when no layer below the head has trainable weights."
     n_head = len(HEAD_LAYERS)
@@ -68,7 +68,7 @@ def n_outputs(model:keras.Model) -> int:
     "Number of classes the model predicts (units of its `logits` layer)."
     return int(model.get_layer("logits").units)
 
-# %% ../nbs/04_model.ipynb #700bf23e
+# %% ../nbs/04_model.ipynb #e0abe407
 def _load_local_weights(model, backbone, path):
     "Load `path` into the full model or, failing that, into the backbone; clear error otherwise."
     errors = []
@@ -84,7 +84,7 @@ def _load_local_weights(model, backbone, path):
                      "the InceptionV3 backbone without top (is it a file for another architecture or another "
                      "number of classes?)\n" + "\n".join(errors))
 
-# %% ../nbs/04_model.ipynb #1aca7703
+# %% ../nbs/04_model.ipynb #e1820b1c
 def _local_weights(weights):
     "The local weights file named by `weights`, or None for 'imagenet'/None; a clear error when it is missing."
     if weights is None or str(weights) == "imagenet": return None
@@ -112,7 +112,7 @@ def _graph(n_classes, image_size, imagenet, dense_units, dropout):
     out = keras.layers.Activation("softmax", name="probs", dtype="float32")(x)
     return keras.Model(inp, out, name="inceptionv3_classifier"), base
 
-# %% ../nbs/04_model.ipynb #814242b0
+# %% ../nbs/04_model.ipynb #f9598a34
 def build_model(n_classes:int, # number of classes (>= 2)
                 image_size:int=299, # input height = width in pixels (>= 75)
                 weights:str|Path|None="imagenet", # "imagenet", None (random) or a local .weights.h5/.h5 file
@@ -134,12 +134,12 @@ def build_model(n_classes:int, # number of classes (>= 2)
     if local is not None: _load_local_weights(model, base, local)
     return set_trainable(model, trainable_from)
 
-# %% ../nbs/04_model.ipynb #5d762144
+# %% ../nbs/04_model.ipynb #55de33fd
 def _has_gpu():
     import tensorflow as tf
     return bool(tf.config.list_physical_devices("GPU"))
 
-# %% ../nbs/04_model.ipynb #6f611290
+# %% ../nbs/04_model.ipynb #d2c5f222
 META_ENTRY = "brain_tumor_cls.json"  # zip entry holding class names, image size and temperature
 
 def _check_temperature(T)->float:
@@ -158,7 +158,7 @@ def _without_optimizer(model:keras.Model)->keras.Model:
 def _weights_bytes(model)->int:
     return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
 
-# %% ../nbs/04_model.ipynb #e6e68ab8
+# %% ../nbs/04_model.ipynb #73270f4c
 def save_model(model:keras.Model, # model to save (compiled or not: no optimizer state is written)
                path:str|Path, # destination, must end in .keras
                class_names:list[str], # label i = class_names[i]
@@ -180,7 +180,7 @@ def save_model(model:keras.Model, # model to save (compiled or not: no optimizer
         with zipfile.ZipFile(tmp, "a") as z: z.writestr(META_ENTRY, json.dumps(meta, indent=1))
     return path
 
-# %% ../nbs/04_model.ipynb #882ab1ae
+# %% ../nbs/04_model.ipynb #83edcb8c
 class ModelFileError(ValueError):
     "A model file btc cannot use; the message says why and what to do (the command line exits 2)."
 
@@ -196,7 +196,7 @@ class UnsafeModelError(ModelFileError):
 class UnsupportedModelError(ModelFileError):
     "A valid Keras model btc cannot use: no fixed square RGB input, no `logits` layer, or metadata that contradicts it."
 
-# %% ../nbs/04_model.ipynb #d36b859e
+# %% ../nbs/04_model.ipynb #1b7ab2a4
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 def _shown(path): return repr(display_path(path))
@@ -217,12 +217,12 @@ def _check_path(path)->Path:
         raise ModelFormatError(f"{_shown(path)} is not a .keras model archive (not a zip file): btc needs the model.keras written by `btc run`")
     return path
 
-# %% ../nbs/04_model.ipynb #a665356e
+# %% ../nbs/04_model.ipynb #1c2e3c2d
 MAX_MEMBERS = 64                # entries in a .keras archive
 MAX_EXPANSION = 100             # uncompressed / stored size of any entry above 1 MiB
 MAX_JSON_BYTES = 16 * 2**20     # config.json, metadata.json, brain_tumor_cls.json
 
-# %% ../nbs/04_model.ipynb #7a345e96
+# %% ../nbs/04_model.ipynb #4f906d56
 def _mb(n): return f"{n / 2**20:,.1f} MB"
 
 def _check_members(z:zipfile.ZipFile, path):
@@ -245,21 +245,52 @@ def _read_json(z:zipfile.ZipFile, name:str, path):
     try: return json.loads(data)
     except ValueError as e: raise ModelFormatError(f"{_shown(path)} is damaged: {name!r} is not valid JSON ({e})") from None
 
-# %% ../nbs/04_model.ipynb #18a0e96c
+# %% ../nbs/04_model.ipynb #cc19459b
+class _Window(io.RawIOBase):
+    "Read-only, seekable view of the bytes [start, start + size) of an open binary file."
+    def __init__(self, f, start:int, size:int): self.f, self.start, self.size, self.pos = f, start, size, 0
+    def readable(self): return True
+    def seekable(self): return True
+    def tell(self): return self.pos
+    def seek(self, offset, whence=0):
+        self.pos = max(0, (0, self.pos, self.size)[whence] + offset)
+        return self.pos
+    def readinto(self, b):
+        self.f.seek(self.start + self.pos)
+        n = self.f.readinto(memoryview(b)[:max(0, min(len(b), self.size - self.pos))])
+        self.pos += n
+        return n
+
+def _entry_bytes(z:zipfile.ZipFile, name:str):
+    "A seekable binary file of entry `name`: a window on the archive for stored entries, else zipfile's reader."
+    info = z.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED: return z.open(name)
+    f = open(z.filename, "rb"); f.seek(info.header_offset)
+    n, extra = struct.unpack("<2H", f.read(30)[26:30])          # local header: name and extra field lengths
+    return _Window(f, info.header_offset + 30 + n + extra, info.file_size)
+
+# %% ../nbs/04_model.ipynb #767fd9be
+def _declared_bytes(h5file)->int:
+    "Bytes the datasets of an HDF5 file declare (shape x item size; nothing is read)."
+    total = [0]
+    def add(_, obj):
+        if isinstance(obj, h5py.Dataset): total[0] += int(obj.size) * obj.dtype.itemsize
+    h5file.visititems(add)
+    return total[0]
+
 def _check_weights(z:zipfile.ZipFile, path, name:str="model.weights.h5"):
     "Refuse a weights entry whose HDF5 datasets declare far more bytes than the entry holds."
     if name not in z.namelist(): return
-    declared, stored = [0], z.getinfo(name).file_size
-    def add(_, obj):
-        if isinstance(obj, h5py.Dataset): declared[0] += int(obj.size) * obj.dtype.itemsize
+    stored, f = z.getinfo(name).file_size, _entry_bytes(z, name)
     try:
-        with z.open(name) as f, h5py.File(f, "r") as h5: h5.visititems(add)
+        with h5py.File(f, "r") as h5: declared = _declared_bytes(h5)
     except OSError as e: raise ModelFormatError(f"{_shown(path)} is damaged: its weights are not a readable HDF5 file ({e})") from None
-    if declared[0] > 2 * stored + 2**20:
-        raise ModelBombError(f"refusing to load {_shown(path)}: its weights declare {_mb(declared[0])} of arrays "
+    finally: getattr(f, "f", f).close()
+    if declared > 2 * stored + 2**20:
+        raise ModelBombError(f"refusing to load {_shown(path)}: its weights declare {_mb(declared)} of arrays "
                              f"in {_mb(stored)} (compressed datasets that would expand in memory)")
 
-# %% ../nbs/04_model.ipynb #6f84dd48
+# %% ../nbs/04_model.ipynb #c2a417de
 def _layer_classes(config):
     "Every (`class_name`, name) in a (nested) Keras config."
     if isinstance(config, dict):
@@ -276,7 +307,7 @@ def _unsafe_message(path, what):
             "brain_tumor_cls never contain one; if you wrote this file yourself and trust it, load it with "
             "keras.models.load_model(path, safe_mode=False).")
 
-# %% ../nbs/04_model.ipynb #3cdccf25
+# %% ../nbs/04_model.ipynb #f7caee67
 def _keras_load(path):
     "Keras' own loader in safe mode, its errors turned into ours."
     try: return keras.models.load_model(path, compile=False, safe_mode=True)
@@ -296,7 +327,7 @@ def _check_usable(model, path):
         raise UnsupportedModelError(f"{_shown(path)} has no layer named `logits` (the class scores before the softmax): "
                                     "btc needs it for calibration and Grad-CAM; models made by model.build_model have one")
 
-# %% ../nbs/04_model.ipynb #c7ff4e51
+# %% ../nbs/04_model.ipynb #ce16dbce
 def _meta(raw, model, path)->dict:
     "The checked metadata {class_names, image_size, temperature}; placeholders (and a warning) when the file has none."
     size, n = int(model.input_shape[1]), n_outputs(model)
@@ -313,7 +344,7 @@ def _meta(raw, model, path)->dict:
         raise UnsupportedModelError(f"{_shown(path)}: stored metadata {meta} does not match the model (input {size}px, {n} classes)")
     return meta
 
-# %% ../nbs/04_model.ipynb #0f4c964e
+# %% ../nbs/04_model.ipynb #51553713
 def load_model(path:str|Path, # a .keras file written by `save_model`
               ) -> tuple[keras.Model, dict]:
     "Load a `.keras` model in safe mode; returns `(model, meta)` with `meta = {class_names, image_size, temperature}`."
@@ -333,7 +364,7 @@ def load_model(path:str|Path, # a .keras file written by `save_model`
     model.btc_class_names = tuple(meta["class_names"])  # lets `train` refuse data with another class list
     return model, meta
 
-# %% ../nbs/04_model.ipynb #e23e2cac
+# %% ../nbs/04_model.ipynb #02b85bc3
 def set_temperature(path:str|Path, # a .keras file written by `save_model`
                     temperature:float, # the new calibration temperature
                    ) -> Path:

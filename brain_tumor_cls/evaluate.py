@@ -77,7 +77,7 @@ def _logit_model(model):
     except ValueError:
         raise ValueError("the model has no `logits` layer: evaluation needs the class scores before the softmax "
                          "(models made by model.build_model have one)") from None
-    return keras.Model(model.inputs, layer.output)
+    return keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, layer.output)   # (a list warns on arrays)
 
 def _batches(data, image_size, batch_size):
     "(float32 images, integer labels or None) batches from a manifest, an array or a dataset."

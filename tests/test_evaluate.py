@@ -181,7 +181,7 @@ def test_predict_manifest_and_array(tmp_path):
     np.testing.assert_allclose(pr[[f"p_{c}" for c in CLS]].sum(axis=1), 1, atol=1e-12)
     x = np.stack([np.asarray(Image.open(p)) for p in paths]).astype("float32")
     np.testing.assert_allclose(pr[[f"p_{c}" for c in CLS]], mdl.predict(x, verbose=0), atol=1e-5)
-    np.testing.assert_allclose(predict_logits(mdl, man, progress=False), pr[[f"logit_{c}" for c in CLS]])
+    np.testing.assert_allclose(predict_logits(mdl, man, batch_size=2, progress=False), pr[[f"logit_{c}" for c in CLS]])
     pr2 = predict(mdl, man[["path"]], CLS, image_size=75, progress=False, temperature=3.0)
     assert (pr2["true"] == "").all() and (pr2.predicted == pr.predicted).all() and (pr2.confidence < pr.confidence).all()
     empty = predict(mdl, man.head(0), CLS, progress=False)

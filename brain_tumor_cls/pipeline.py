@@ -231,6 +231,7 @@ def make_dataset(manifest:pd.DataFrame, # rows to load: `path` and (for training
                  cache=None, # None, "memory" or a file path prefix for the decoded images (see below)
                  seed:int=0, # seed for shuffling and augmentation
                  augment:bool=True, # online light augmentation (training only)
+                 vertical_flip:bool=False, # let the augmentation also flip upside down (off: anatomy stays upright, see `augment`)
                  shuffle_buffer:int|None=None, # images shuffled after the cache (default: all, or 1024 for a file cache)
                  check_files:bool=True, # drop rows the pipeline cannot decode (`data.image_header`) up front, with a warning
                  max_pixels:int=MAX_PIXELS, # decompression-bomb limit applied by the check
@@ -253,7 +254,7 @@ def make_dataset(manifest:pd.DataFrame, # rows to load: `path` and (for training
         ds = ds.shuffle(buf, seed=seed + 1, reshuffle_each_iteration=True)
     if training and augment:   # per image, stateless: seeds from a seeded stream, new each epoch
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: (light_augment(xy[0], s), xy[1]),
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: (light_augment(xy[0], s, vertical_flip), xy[1]),
                                                 num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

@@ -28,7 +28,8 @@ def metrics_row(run_dir: Path, wall: float, load0, what: str) -> dict:
     pick = lambda k: {"value": m[k]["value"], "ci": m[k]["ci"]}
     return dict(what=what, wall_s=round(wall, 1), n_test=m["n"], split_sizes=sp["split"].value_counts().to_dict(),
                 accuracy=pick("accuracy"), macro_f1=pick("macro_f1"), macro_auc=pick("macro_auc"), ece=pick("ece"),
-                recipe={k: cfg.get(k) for k in ("image_size", "epochs", "batch_size", "learning_rate", "online_augment", "recipe")},
+                recipe={k: cfg.get(k) for k in ("image_size", "epochs", "batch_size", "learning_rate", "online_augment", "lr_schedule",
+                                       "warmup_epochs", "label_smoothing", "recipe")},
                 load_start=load0, load_end=os.getloadavg())
 
 

@@ -89,7 +89,7 @@ def test_sigkill_then_resume(tmp_path):
     assert hist["epoch"].tolist() == list(range(6)) and set(hist["phase"]) == {"head"}
     _check_final_name(run)
     model, meta = load_model(run / "model.keras")
-    assert meta == {"class_names": ["a", "b"], "image_size": 75}
+    assert meta == {"class_names": ["a", "b"], "image_size": 75, "temperature": 1.0}
     assert model.predict(np.zeros((1, 75, 75, 3), "float32"), verbose=0).shape == (1, 2)
     assert not list(run.glob("*.tmp-*"))
     # the resumable state (backups with optimizer variables, best checkpoints, after_head) is gone with the run done

@@ -14,7 +14,7 @@ from .files import IMAGE_SUFFIXES, display_path, inside, write_csv
 from .run import UsageError, quiet_native_logs
 
 # %% auto #0
-__all__ = ['expand_inputs', 'check_outputs', 'check_model_path', 'load_model_safely', 'predict_files']
+__all__ = ['expand_inputs', 'check_outputs', 'check_model_path', 'load_model_safely', 'calibrated_model', 'predict_files']
 
 # %% ../nbs/11_predict.ipynb #b6a9665f
 def _walk(folder:Path) -> list[str]:
@@ -89,13 +89,38 @@ def _stream(files:list[str], idx:list[int], size:int, batch_size:int):
     ds = ds.map(lambda i, p: (i, pipeline.preprocess_image(p, size)), num_parallel_calls=AUTOTUNE).ignore_errors()
     return ds.batch(batch_size, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
-def _probability_fn(model, temperature:float):
-    "A function images -> calibrated probabilities softmax(logits / T), from the model's `logits` layer."
+# %% ../nbs/11_predict.ipynb #75e418c1
+def calibrated_model(model, # a btc classifier (raw RGB input, a `logits` layer)
+                     temperature:float=1.0, # T > 0; 1 leaves the probabilities as trained
+                    ): # a keras.Model image -> {"logits": z, "probabilities": softmax(z / T)}
+    "The model with calibrated probabilities and its logits as named outputs; it shares `model`'s layers (nothing is copied)."
+    import keras
+    T = float(temperature)
+    if not (np.isfinite(T) and T > 0): raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    z = model.get_layer("logits").output
+    p = keras.layers.Activation("softmax", name="probabilities", dtype="float32")(
+        keras.layers.Rescaling(1 / T, name="temperature", dtype="float32")(z))
+    return keras.Model(model.inputs[0], {"logits": z, "probabilities": p}, name=f"{model.name}_calibrated")
+
+# %% ../nbs/11_predict.ipynb #5fe9df59
+def _predict_fn(model, temperature:float, size:int, layer:str|None=None, eps:float=1e-8):
+    "Compiled uint8 [B,S,S,3] -> calibrated probabilities [B,C], plus (with a Grad-CAM `layer`) maps [B,h,w] in [0,1]."
     import keras, tensorflow as tf
-    z = keras.Model(model.inputs, model.get_layer("logits").output)
-    @tf.function(reduce_retracing=True)
-    def probs(x): return tf.nn.softmax(z(tf.cast(x, tf.float32), training=False) / temperature)
-    return probs
+    cal, spec = calibrated_model(model, temperature), [tf.TensorSpec([None, size, size, 3], tf.uint8)]
+    if layer is None: return tf.function(lambda x: cal(tf.cast(x, tf.float32), training=False)["probabilities"], input_signature=spec)
+    fm = keras.Model(cal.inputs, [model.get_layer(layer).output, model.get_layer("logits").output, cal.get_layer("probabilities").output])
+    @tf.function(input_signature=spec)
+    def step(x):
+        x = tf.cast(x, tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            A, z, p = fm(x, training=False)
+            score = tf.reduce_sum(tf.gather(z, tf.argmax(z, -1, output_type=tf.int32), batch_dims=1))
+        g = tape.gradient(score, A)                                      # same maps as gradcam.gradcam(method="gradcam")
+        cam = tf.nn.relu(tf.einsum("bhwk,bk->bhw", A, tf.reduce_mean(g, axis=(1, 2))))
+        mx = tf.reduce_max(cam, axis=(1, 2)); ok = mx > eps             # an empty (or NaN) map stays all zero
+        return p, tf.where(ok[:, None, None], cam / tf.where(ok, mx, 1.0)[:, None, None], 0.0)
+    return step
 
 # %% ../nbs/11_predict.ipynb #8208b4a2
 def _file_problems(files:list[str]) -> dict[int, str]:
@@ -116,11 +141,10 @@ def _rows(files, classes, probs_by_row, errors, extra) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_predict.ipynb #dc07765d
-def _overlays(model, images, pred_idx, rows, files, gradcam_dir:Path) -> dict[int, dict]:
-    "Write an overlay per image; returns row index -> {gradcam: file name, gradcam_empty: bool}."
+def _overlays(images, cams, rows, files, gradcam_dir:Path) -> dict[int, dict]:
+    "Write an overlay per image from its map; returns row index -> {gradcam: file name, gradcam_empty: bool}."
     from brain_tumor_cls import gradcam as G
     from brain_tumor_cls.files import atomic_write, png_bytes
-    cams = G.gradcam(model, images, class_index=[int(k) for k in pred_idx])
     out = {}
     for i, img, cam in zip(rows, images, cams):
         name = f"{i:04d}_{Path(files[i]).stem}_gradcam.png"
@@ -145,12 +169,15 @@ def predict_files(model_path:str|Path, # a `.keras` file written by btc
     classes, size, T = list(meta["class_names"]), int(meta["image_size"]), float(meta.get("temperature") or 1.0)
     errors = _file_problems(files)
     ok = [i for i in range(len(files)) if i not in errors]
-    probs, extra, fn = {}, {}, _probability_fn(m, T)
+    probs, extra = {}, {}
     with quiet_native_logs(), tqdm(total=len(ok), desc="predict", unit="img", disable=not progress) as bar:
+        if gradcam_dir is not None: from brain_tumor_cls.gradcam import find_target_layer
+        fn = _predict_fn(m, T, size, None if gradcam_dir is None else find_target_layer(m))
         for idx, x in (_stream(files, ok, size, batch_size) if ok else []):
-            P, idx = np.asarray(fn(x)), np.asarray(idx)
+            r, idx = fn(x), np.asarray(idx)
+            P = np.asarray(r[0] if gradcam_dir is not None else r)
             probs.update(zip(idx.tolist(), P))
-            if gradcam_dir is not None: extra.update(_overlays(m, np.asarray(x), P.argmax(1), idx, files, Path(gradcam_dir)))
+            if gradcam_dir is not None: extra.update(_overlays(np.asarray(x), np.asarray(r[1]), idx, files, Path(gradcam_dir)))
             bar.update(len(idx))
     df = _rows(files, classes, probs, errors, extra)
     write_csv(out, df)

@@ -57,7 +57,13 @@ def test_savedmodel_and_litert_match_keras_with_their_runtimes(tiny, tmp_path, f
     side = read_json(res["sidecar"])
     assert side["format"] == fmt and side["check"]["passed"] and side["check"]["max_abs_diff_probabilities"] <= 1e-4
     assert side["check"]["runtime"].split()[0] in (("tensorflow",) if fmt == "savedmodel" else ("ai_edge_litert", "tf.lite.Interpreter"))
-    if fmt == "savedmodel": assert (out/"saved_model.pb").is_file() and res["sidecar"] == out/"assets.extra"/"brain_tumor_cls.json"
+    if fmt == "savedmodel":
+        assert (out/"saved_model.pb").is_file() and res["sidecar"] == out/"assets.extra"/"brain_tumor_cls.json"
+        import tensorflow as tf
+        from brain_tumor_cls.predict import load_model_safely
+        stored = tf.train.load_checkpoint(str(out/"variables"/"variables")).get_variable_to_shape_map()
+        n = sum(int(np.prod(s)) for k, s in stored.items() if k != "_CHECKPOINTABLE_OBJECT_GRAPH")
+        assert n == load_model_safely(tiny)[0].count_params()       # each weight once (model.export stores them twice)
     x = other_images(75)
     np.testing.assert_allclose(E.run_exported(out, x)["probabilities"], keras_probs(tiny, x), atol=1e-4)
 

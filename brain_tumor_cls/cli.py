@@ -229,7 +229,10 @@ def main(argv:list[str]|None=None, # arguments (default: sys.argv[1:])
     t0 = time.perf_counter()
     try:
         COMMANDS[a.command](a, log, not a.quiet)
-        log(f"done in {time.perf_counter() - t0:.0f}s"); return 0
+        log(f"done in {time.perf_counter() - t0:.0f}s")
+        if os.environ.get("TF_CONFIG"):   # a cluster's tf.data threads can hold the interpreter's exit for minutes
+            sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
+        return 0
     except KeyboardInterrupt:
         print("btc: interrupted; rerun the same command to resume", file=sys.stderr); return 130
     except Exception as e:

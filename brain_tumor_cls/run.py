@@ -15,9 +15,9 @@ from .files import (MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, check_free_space, display_pa
 # %% auto #0
 __all__ = ['SETTINGS', 'SETTING', 'CONFIG_RECORDS', 'GB_PER_IMAGE_299', 'STAGES', 'STAGE', 'MARKER', 'LOCK',
            'KERAS_INCEPTION_NOTOP', 'TRANSFER_RECIPE', 'SCRATCH_RECIPE', 'RECIPE_WHY', 'ID_SALT', 'TABLES',
-           'SCRATCH_BN_MOMENTUM', 'TRAINING_BYTES_PER_PARAM', 'STAGE_FNS', 'TRAINING_FILES', 'DEMO', 'UsageError',
-           'Setting', 'check_setting', 'read_config', 'make_config', 'Stage', 'settings_of', 'stage_keys',
-           'is_run_folder', 'RunFolder', 'keras_cache_file', 'resolve_weights', 'from_scratch', 'resolve',
+           'SCRATCH_BN_MOMENTUM', 'TRAINING_BYTES_PER_PARAM', 'MIN_CALIBRATION_IMAGES', 'STAGE_FNS', 'TRAINING_FILES',
+           'DEMO', 'UsageError', 'Setting', 'check_setting', 'read_config', 'make_config', 'Stage', 'settings_of',
+           'stage_keys', 'is_run_folder', 'RunFolder', 'keras_cache_file', 'resolve_weights', 'from_scratch', 'resolve',
            'library_versions', 'save_config', 'Run', 'list_images', 'scan_stage', 'audit_stage', 'split_stage',
            'balance_stage', 'training_rows', 'train_what', 'resume_note', 'train_stage', 'calibrate',
            'quiet_native_logs', 'load_run_model', 'evaluate_stage', 'pick_gallery', 'gradcam_stage', 'report_stage',
@@ -325,7 +325,7 @@ def resolve(cfg:dict, # from `make_config`
 
 RECIPE_WHY = {"scratch": " (no pretrained weights: the whole network learns; measured on a 2-core CPU to finish within "
                          "an hour for ~5,000 images, see bench/bench_recipe.py)",
-              "transfer": " (ImageNet features: the original notebook's 299 px head training, features cached)"}
+              "transfer": " (the head on a frozen backbone, as the original notebook trained it; features cached)"}
 
 # %% ../nbs/10_run.ipynb #4d94f517
 def library_versions() -> dict:
@@ -518,17 +518,24 @@ def train_stage(run:Run):
     run.model = None if os.environ.get("TF_CONFIG") else m   # a model of the cluster's strategy would wait for the others
     return f"{len(T._read_log(run.out/'log.csv'))} epochs; " + calibrate(run, classes)
 
+MIN_CALIBRATION_IMAGES = 50  # fewer validation images than this cannot pin a temperature down
+
 def calibrate(run:Run, classes:list) -> str:
     "Fit the temperature on the validation split's logits and store it in `model.keras`; returns a note."
     from brain_tumor_cls import evaluate as E, model as M
     c, sp = run.cfg, run.table("splits")
     with quiet_native_logs():
         val = E.predict(load_run_model(run), sp[sp["split"] == "val"], classes, c["image_size"], batch_size=c["batch_size"], progress=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always"); run.temperature = E.fit_temperature(val, classes)
+    run.temperature, caught = 1.0, []
+    if len(val) >= MIN_CALIBRATION_IMAGES:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always"); run.temperature = E.fit_temperature(val, classes)
     for w in caught: run.log(f"      note: {w.message}")
+    fitted = len(val) >= MIN_CALIBRATION_IMAGES and not any("at the bound" in str(w.message) for w in caught)
+    if not fitted: run.temperature = 1.0
     M.set_temperature(run.out/"model.keras", run.temperature)
-    return f"temperature {run.temperature:.2f} fitted on {len(val)} validation images"
+    return (f"temperature {run.temperature:.2f} fitted on {len(val)} validation images" if fitted else
+            f"no temperature applied (T = 1): {len(val)} validation images do not determine one")
 
 # %% ../nbs/10_run.ipynb #eccfb7f0
 @contextlib.contextmanager

@@ -90,3 +90,42 @@ def check_report_html(html: str, sections=None):
 def report_check():
     "`report_check(html, sections=None)`: the assertions every report must pass; returns the parsed tags."
     return check_report_html
+
+
+# the smallest settings that still run every stage: 75 px, one epoch of the head on a frozen random backbone
+TINY = ["--image-size", "75", "--epochs", "1", "--batch-size", "16", "--weights", "none", "--scratch", "off", "--gallery", "4"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, phantom):
+    "A finished tiny `btc run` (dirty phantom set, umask 022): (data folder, run folder). Read-only: copy it to change it."
+    data, _ = phantom(n_per_class=6, size=96, seed=1, dirty=True)
+    out = tmp_path_factory.mktemp("trained")/"run"
+    r = run_btc("run", data, "--out", out, "--quiet", *TINY, preexec_fn=lambda: os.umask(0o022))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return data, out
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    "A private copy of `trained_run`'s folder: (data folder, run folder)."
+    import shutil
+    data, out = trained_run
+    return data, Path(shutil.copytree(out, tmp_path/"run", symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    "Headless Chromium driven by Selenium (Debian's chromium + chromium-driver, or Google Chrome); skips when absent."
+    import shutil
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    drv = shutil.which("chromedriver")
+    if not (exe and drv): pytest.skip("no headless Chromium here (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    o = webdriver.ChromeOptions(); o.binary_location = exe
+    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run"]: o.add_argument(a)
+    d = webdriver.Chrome(service=Service(drv), options=o)
+    yield d
+    d.quit()

@@ -1,11 +1,11 @@
 "Tests for `brain_tumor_cls.augment`: policies and offline balancing."
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+import keras
 
 from brain_tumor_cls.augment import apply_policy, balance, heavy_policy, light_policy
 from brain_tumor_cls.phantom import make_phantom_dataset
@@ -129,13 +129,32 @@ def test_light_augment_is_the_light_policy_per_image():
     assert a.dtype == np.uint8 and a.shape == img.shape
     assert np.array_equal(a, light_augment(img.astype(np.float32), (3, 4)).numpy())   # uint8 or float in
     assert np.array_equal(a, light_augment(img, (3, 4)).numpy())                      # stateless
-    flipped = set()
-    for i in range(32):   # every flip combination occurs
-        o = light_augment(img, (i, 9)).numpy().astype(float)
-        c = [np.corrcoef(o.ravel(), f.ravel().astype(float))[0, 1]
-             for f in (img, img[:, ::-1], img[::-1], img[::-1, ::-1])]
-        flipped.add(int(np.argmax(c)))
-    assert flipped == {0, 1, 2, 3}
+
+
+def test_online_augmentation_never_turns_the_sella_upside_down():
+    "A pituitary tumour sits low in the slice; no default online augmentation may move it to the top half."
+    from brain_tumor_cls.augment import light_augment
+    from brain_tumor_cls.phantom import draw_slice
+    img, mask = draw_slice(np.random.default_rng(3), "pituitary_tumor", 96)
+    x = np.stack([img, mask * 255, img], -1).astype(np.uint8)   # brightness/contrast act per channel; the mask stays > 127
+    assert np.argwhere(mask)[:, 0].mean() > 60
+    keras_out = apply_policy(light_policy(0), np.repeat(x[None], 32, 0)).numpy()
+    tfdata_out = [light_augment(x, (i, 5)).numpy() for i in range(32)]
+    for outs in (keras_out, tfdata_out):
+        rows = [np.argwhere(o[..., 1] > 127)[:, 0].mean() for o in outs]
+        assert min(rows) > 48, rows
+    flipped = [light_augment(x, (i, 5), vertical_flip=True).numpy() for i in range(32)]
+    assert min(np.argwhere(o[..., 1] > 127)[:, 0].mean() for o in flipped) < 48   # opt-in: it does flip
+
+
+def test_heavy_shear_is_the_original_tenth_of_a_degree():
+    from brain_tumor_cls.augment import RandomAffine
+    x = tf.zeros((256, 8, 8, 3))
+    for pol in (heavy_policy(0), heavy_policy(0, single_warp=False)):
+        layer = next(l for l in pol.layers if isinstance(l, (RandomAffine, keras.layers.RandomShear)))
+        t = layer.get_random_transformation(x, training=True)
+        s = np.abs(np.asarray(t["shear"] if "shear" in t else t["shear_factor"]))
+        assert s.max() <= np.tan(np.radians(0.1)) + 1e-9 and s.max() > 0.5 * np.tan(np.radians(0.1))
 
 
 def test_random_affine_geometry_and_sharpness():

@@ -1,132 +1,153 @@
-"Tests of the `btc` command: parser, exit codes, config round trip, and every subcommand on a tiny phantom run (in-process)."
-import json, os, subprocess, sys
+"Tests of the `btc` command's grammar: help, one-line errors and exit codes, settings checked before any work, every subcommand."
+import json, os, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from brain_tumor_cls import cli
-from brain_tumor_cls.phantom import make_phantom_dataset
-from conftest import check_report_html
+from brain_tumor_cls.files import read_csv
+from conftest import TINY, run_btc
 
-TINY = ["--image-size", "75", "--epochs", "2", "--batch-size", "16", "--weights", "none", "--scratch", "off", "--gallery", "4", "--quiet"]
-
-
-def test_help_is_fast_and_complete():
-    r = subprocess.run([sys.executable, "-m", "brain_tumor_cls.cli", "--help"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0
-    for c in ["demo", "run", "audit", "train", "evaluate", "predict", "report", "exit codes"]: assert c in r.stdout
-    r = subprocess.run([sys.executable, "-c", "import sys; from brain_tumor_cls import cli; cli.make_parser(); "
-                        "print('tensorflow' in sys.modules)"], capture_output=True, text=True, timeout=60)
-    assert r.stdout.strip() == "False", "btc --help must not import TensorFlow"
+COMMANDS = ["demo", "run", "audit", "train", "evaluate", "predict", "serve", "report"]
 
 
-@pytest.mark.parametrize("cmd", ["demo", "run", "audit", "train", "evaluate", "predict", "report"])
-def test_subcommand_help(cmd, capsys):
+def in_fresh_python(code):
+    "Run `code` in a new interpreter (so imports are fresh); returns (stdout, seconds)."
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return r.stdout.strip(), time.perf_counter() - t
+
+
+def test_help_version_and_no_tensorflow_for_bad_input(tmp_path):
+    r = run_btc("--help")
+    assert r.returncode == 0 and all(c in r.stdout for c in COMMANDS + ["exit codes"])
+    r = run_btc("--version")
+    assert r.returncode == 0 and "tensorflow" in r.stdout and "keras" in r.stdout
+    code = ("import sys; from brain_tumor_cls import cli; rc = [cli.main(a) for a in (%r, %r, %r)]; "
+            "print(rc, 'tensorflow' in sys.modules)")
+    out, _ = in_fresh_python(code % (["run", str(tmp_path), "--out", str(tmp_path/"r"), "--val-frac", "0"],
+                                     ["predict", str(tmp_path/"missing.keras"), str(tmp_path)],
+                                     ["run", str(tmp_path/"nope"), "--out", str(tmp_path/"r")]))
+    assert out == "[2, 2, 2] False", out        # refused without importing TensorFlow
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_subcommand_help_shows_defaults_and_ends_with_an_example(cmd, capsys):
     with pytest.raises(SystemExit) as e: cli.main([cmd, "--help"])
-    assert e.value.code == 0 and "usage: btc " + cmd in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and f"usage: btc {cmd}" in out
+    assert out.rstrip().splitlines()[-2].strip() == "example:" and out.rstrip().splitlines()[-1].strip().startswith("btc " + cmd)
+    opts = [l for l in out.split("options:")[1].split("example:")[0].split("\n  -")[1:] if not l.startswith(("h, --help", "-quiet", "-debug", "q,", "-overwrite", "-config"))]
+    for o in opts:
+        assert "default" in o or "required" in o, o
 
 
-def test_usage_errors_exit_2(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e: cli.main(["run", "--epochs", "many"])
-    assert e.value.code == 2
-    assert cli.main(["run"]) == 2 and "no data folder" in capsys.readouterr().err
-    assert cli.main(["run", str(tmp_path/"nope"), "--out", str(tmp_path/"o")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "not found" in err and "nope" in err
-    assert cli.main(["run", str(tmp_path), "--image-size", "32"]) == 2 and "75" in capsys.readouterr().err
-    assert cli.main(["report", str(tmp_path/"nope")]) == 2
-    assert cli.main(["evaluate", str(tmp_path)]) == 2 and "config.json" in capsys.readouterr().err
-    assert cli.main(["predict", str(tmp_path/"m.keras"), str(tmp_path)]) == 2
-    (tmp_path/"junk").mkdir(); (tmp_path/"junk"/"mine.txt").write_text("x")
-    assert cli.main(["run", str(tmp_path/"nope2"), "--out", str(tmp_path/"junk")]) == 2  # bad data reported first
-    assert (tmp_path/"junk"/"mine.txt").exists()
+def test_usage_errors_are_one_line_and_exit_2(tmp_path):
+    cases = [(["run", tmp_path, "--out", tmp_path/"o", "--imagesize", "96"], "did you mean --image-size"),
+             (["run", tmp_path, "--out", tmp_path/"o", "--epochs", "0"], "--epochs '0': expected an integer from 1"),
+             (["run", tmp_path, "--out", tmp_path/"o", "--image-size", "100000"], "from 75 to 1024"),
+             (["run", tmp_path, "--out", tmp_path/"o", "--dropout", "2"], "--dropout '2': expected a number from 0 to 0.95"),
+             (["run", tmp_path, "--out", tmp_path/"o", "--batch-size", "-3"], "--batch-size '-3'"),
+             (["run", tmp_path, "--out", tmp_path/"o", "--image-size", "75.5"], "expected an integer"),
+             (["run", tmp_path, "--out", tmp_path/"o", "--learning-rate", "-1"], "--learning-rate '-1'"),
+             (["run", tmp_path, "--out", tmp_path/"o", "--gallery", "-1"], "--gallery '-1'"),
+             (["run", tmp_path, "--out", tmp_path/"o", "--batch-size", "1024", "--image-size", "1024"], "GB of memory"),
+             (["run", tmp_path], "the following arguments are required: --out")]
+    for args, say in cases:
+        r = run_btc(*args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and say in lines[0], (args, r.stderr)
+        assert len(lines) <= 2, r.stderr
 
 
-def test_config_round_trip(tmp_path):
-    c = cli.make_config(dict(data=tmp_path/"d", out=tmp_path/"r", epochs=4, seed=3))
-    cli.save_config(c, tmp_path/"r", ["a", "b"])
-    saved = json.loads((tmp_path/"r"/"config.json").read_text())
-    assert saved["class_names"] == ["a", "b"] and saved["versions"]["tensorflow"] and saved["epochs"] == 4
-    again = cli.make_config(config_file=tmp_path/"r"/"config.json")
-    assert {k: again[k] for k in cli.DEFAULTS} == {k: c[k] for k in cli.DEFAULTS}
-    assert cli.make_config(dict(seed=9), config_file=tmp_path/"r"/"config.json")["seed"] == 9
+def test_config_file_is_checked_like_options(tmp_path):
+    for content, say in [({"epohcs": 50}, "unknown setting 'epohcs' (did you mean 'epochs'?)"),
+                         ({"epochs": "10"}, "epochs = '10': expected an integer"), ({"epochs": 0}, "epochs = 0"),
+                         ([1, 2], "JSON object"), ({"dense_units": 0}, "dense_units = 0"), ({"scratch": None, "patience": -5}, "patience = -5")]:
+        (tmp_path/"c.json").write_text(json.dumps(content))
+        r = run_btc("run", tmp_path, "--out", tmp_path/"o", "--config", tmp_path/"c.json")
+        assert r.returncode == 2 and say in r.stderr, (content, r.stderr)
+    (tmp_path/"c.json").write_bytes(b"\xff\xfe{}")
+    assert "not UTF-8" in run_btc("run", tmp_path, "--out", tmp_path/"o", "--config", tmp_path/"c.json").stderr
 
 
-def test_scratch_auto_trains_the_whole_network_without_pretrained_weights():
-    "A frozen random backbone teaches nothing: with no pretrained weights, auto trains every layer; with them, the head."
-    for weights, scratch, expected in [(None, "auto", True), ("imagenet", "auto", False), ("/w.h5", "auto", False),
-                                       (None, "off", False), ("imagenet", "on", True)]:
-        assert cli.from_scratch(dict(weights_resolved=weights, scratch=scratch)) is expected
-    assert "whole network" in cli._train_what(dict(weights_resolved=None, scratch="auto", epochs=3, fine_tune=0))
+def test_bad_out_is_bad_input(tmp_path, phantom):
+    data, _ = phantom(n_per_class=6, size=96, seed=1, dirty=True)
+    (tmp_path/"file").write_text("x")
+    ro = tmp_path/"ro"; ro.mkdir(); ro.chmod(0o555)
+    long = tmp_path/("x" * 250)/("y" * 250)/("z" * 300)
+    for out, say in [(tmp_path/"file", "is a file"), (long, "too long")] + ([] if os.geteuid() == 0 else [(ro/"run", "permission")]):
+        r = run_btc("run", data, "--out", out, *TINY)
+        assert r.returncode == 2 and say in r.stderr, (out, r.stderr)
 
 
-def test_weights_auto_never_downloads(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    notes = []
-    assert cli.resolve_weights("auto", log=notes.append) is None and "no cached ImageNet weights" in notes[0]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cli")
-    make_phantom_dataset(tmp/"ph", n_per_class=6, size=96, seed=1, dirty=True, progress=False)
-    out = tmp/"run"
-    rc = cli.main(["run", str(tmp/"ph"/"images"), "--out", str(out), *TINY])
-    return tmp, out, rc
-
-
-def test_run_writes_the_run_directory(tiny_run):
-    tmp, out, rc = tiny_run
-    assert rc == 0
-    for f in ["config.json", "manifest.csv", "audit.csv", "splits.csv", "model.keras", "history.csv", "metrics.json",
-              "predictions.csv", "report.html", "gradcam/gallery.csv"]:
+def test_run_writes_the_run_folder_and_the_report(trained_run, report_check):
+    data, out = trained_run
+    for f in [".btc-run", "config.json", "manifest.csv", "audit.csv", "splits.csv", "augmented.csv", "model.keras",
+              "history.csv", "metrics.json", "predictions.csv", "report.html", "gradcam/gallery.csv"]:
         assert (out/f).exists(), f
     cfg = json.loads((out/"config.json").read_text())
     assert cfg["class_names"] == sorted(cfg["class_names"]) and len(cfg["class_names"]) == 4
-    assert cfg["image_size"] == 75 and cfg["weights"] == "none"
-    sp = pd.read_csv(out/"splits.csv")
-    assert set(sp["split"]) == {"train", "val", "test"}
-    aud = pd.read_csv(out/"audit.csv", keep_default_na=False)
-    assert (aud["keep"].astype(str) == "False").sum() >= 5  # the planted dirt
+    assert cfg["image_size"] == 75 and cfg["weights"] == "none" and cfg["versions"]["tensorflow"]
+    assert set(read_csv(out/"splits.csv")["split"]) == {"train", "val", "test"}
     html = (out/"report.html").read_text("utf-8")
-    check_report_html(html)
-    gal = pd.read_csv(out/"gradcam"/"gallery.csv", keep_default_na=False)
+    report_check(html, ["dataset", "audit", "splits", "training", "metrics", "confusion", "roc", "calibration", "gradcam", "config"])
+    gal = read_csv(out/"gradcam"/"gallery.csv")
     # at 75 px mixed10 is 1x1, so the gallery explains mixed7 (3x3), and the report says which block it shows
     assert set(gal["layer"]) == {"mixed7"} and set(gal["grid"]) == {"3x3"} and "<code>mixed7</code>" in html
 
 
-def test_predict_with_gradcam(tiny_run, capsys):
-    tmp, out, _ = tiny_run
-    imgs = sorted((tmp/"ph"/"images"/"glioma_tumor").glob("*.png"))[:3]
-    (tmp/"bad.png").write_text("not an image")
-    rc = cli.main(["predict", str(out/"model.keras"), *map(str, imgs), str(tmp/"bad.png"), "--out", str(tmp/"p.csv"),
-                   "--gradcam", str(tmp/"cams"), "--quiet"])
-    assert rc == 0
-    p = pd.read_csv(tmp/"p.csv", keep_default_na=False)
-    assert p["path"].tolist() == [i.as_posix() for i in imgs] + [(tmp/"bad.png").as_posix()]
-    assert (p["error"] != "").tolist() == [False, False, False, True]
+def test_repeat_with_config(trained_run, tmp_path):
+    data, out = trained_run
+    r = run_btc("train", "--config", out/"config.json", "--out", tmp_path/"again", "--quiet")
+    assert r.returncode == 0, r.stderr
+    a, b = (json.loads((d/"config.json").read_text()) for d in (out, tmp_path/"again"))
+    assert {k: a[k] for k in ("data", "image_size", "epochs", "seed")} == {k: b[k] for k in ("data", "image_size", "epochs", "seed")}
+
+
+def test_predict_with_gradcam(trained_run, tmp_path):
+    data, out = trained_run
+    imgs = sorted((data/"glioma_tumor").glob("*.png"))[:3]
+    (tmp_path/"bad.png").write_text("not an image")
+    r = run_btc("predict", out/"model.keras", *imgs, tmp_path/"bad.png", "--out", tmp_path/"p.csv", "--gradcam", tmp_path/"cams")
+    assert r.returncode == 0, r.stderr
+    assert "4 images: 3 predicted, 1 unreadable" in r.stdout
+    p = read_csv(tmp_path/"p.csv")
+    assert p["path"].tolist() == [i.as_posix() for i in imgs] + [(tmp_path/"bad.png").as_posix()]
+    assert (p["error"] != "").tolist() == [False, False, False, True] and "gradcam_empty" in p
     probs = p.loc[:2, [c for c in p if c.startswith("p_")]].astype(float)
     assert probs.shape[1] == 4 and ((probs.sum(axis=1) - 1).abs() < 1e-4).all()
-    assert len(list((tmp/"cams").glob("*.png"))) == 3
-    rc = cli.main(["predict", str(out/"model.keras"), str(tmp/"ph"/"images"/"no_tumor"), "--out", str(tmp/"p2.csv"), "--quiet"])
-    assert rc == 0 and len(pd.read_csv(tmp/"p2.csv")) >= 6   # a folder
+    assert len(list((tmp_path/"cams").glob("*.png"))) == 3
 
 
-def test_evaluate_and_report_commands(tiny_run):
-    tmp, out, _ = tiny_run
-    (out/"report.html").unlink()
-    assert cli.main(["report", str(out), "--quiet"]) == 0 and (out/"report.html").exists()
+def test_predict_refuses_outputs_that_are_inputs(trained_run, tmp_path, fingerprint):
+    data, out = trained_run
+    img = sorted((data/"no_tumor").glob("*.png"))[0]
+    before = fingerprint(data)
+    for args, say in [((img, "--out", img), "is one of the inputs"), ((img, "--out", out/"model.keras"), "is one of the inputs"),
+                      ((data, "--out", data/"p.csv"), "inside the input folder"),
+                      ((data, "--out", tmp_path/"p.csv", "--gradcam", data/"cams"), "inside the input folder")]:
+        r = run_btc("predict", out/"model.keras", *args)
+        assert r.returncode == 2 and say in r.stderr, r.stderr
+    assert fingerprint(data) == before
+
+
+def test_evaluate_and_report_commands(run_copy):
+    data, out = run_copy
     m0 = json.loads((out/"metrics.json").read_text())
-    assert cli.main(["evaluate", str(out), "--quiet"]) == 0
+    (out/"report.html").unlink()
+    assert run_btc("report", out, "--quiet").returncode == 0 and (out/"report.html").exists()
+    r = run_btc("evaluate", out, "--quiet")
+    assert r.returncode == 0, r.stderr
     assert json.loads((out/"metrics.json").read_text())["accuracy"] == m0["accuracy"]  # same model, same test split
 
 
-def test_audit_command(tmp_path, capsys):
-    make_phantom_dataset(tmp_path/"ph", n_per_class=5, size=64, seed=2, dirty=True, progress=False)
-    assert cli.main(["audit", str(tmp_path/"ph"/"images"), "--out", str(tmp_path/"a")]) == 0
-    o = capsys.readouterr().out
-    assert "rejected" in o and "exact_duplicate" in o and (tmp_path/"a"/"audit.csv").exists()
-    assert not (tmp_path/"a"/"model.keras").exists()
+def test_audit_command(tmp_path, phantom):
+    data, _ = phantom(n_per_class=5, size=64, seed=2, dirty=True)
+    r = run_btc("audit", data, "--out", tmp_path/"a")
+    assert r.returncode == 0, r.stderr
+    assert "rejected because:" in r.stdout and "exact_duplicate" in r.stdout and "next: btc report" in r.stdout
+    assert r.stdout.splitlines()[0].startswith("[1/2] scan")
+    assert sorted(p.name for p in (tmp_path/"a").iterdir()) == [".btc-lock", ".btc-run", "audit.csv", "config.json", "manifest.csv"]

@@ -223,3 +223,61 @@ def test_real_data_decodes():
     paths = sorted(root.glob("*/*/*.jpg"))[::400][:8]
     x = load_images(paths, 75)
     assert x.shape == (len(paths), 75, 75, 3) and x.dtype == np.uint8 and x.max() > 50
+
+
+# ---------------------------------------------------------------- patients and the leak check
+def patient_manifest(n_patients=40, seed=0):
+    "Synthetic manifest (no files): patients with 1-6 slices each, one class per patient."
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        for s in range(int(rng.integers(1, 7))):
+            rows.append({"path": f"/d/P{p:03d}_{s}.dcm", "class": f"c{p % 3}", "patient_id": f"P{p:03d}", "dup_group": -1})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_keeps_every_patient_in_one_split(seed):
+    from brain_tumor_cls.pipeline import split_leaks
+    m = patient_manifest(seed=seed)
+    s = split(m, 0.2, 0.2, seed=seed)
+    assert (s.groupby("patient_id")["split"].nunique() == 1).all() and set(s["split"]) == {"train", "val", "test"}
+    assert split_leaks(s).empty
+    by_file = split(m.drop(columns="patient_id"), 0.2, 0.2, seed=seed).assign(patient_id=m["patient_id"])
+    assert (split_leaks(by_file)["kind"] == "patient").sum() > 5        # without the IDs most patients would straddle
+
+
+def test_patient_in_training_and_testing_folders_moves_to_test():
+    m = patient_manifest(12).assign(split="train")
+    m.loc[m["patient_id"] == "P003", "split"] = ["test"] + ["train"] * ((m["patient_id"] == "P003").sum() - 1)
+    with pytest.warns(UserWarning, match="same patient"):
+        s = split(m, 0.2, seed=0)
+    assert set(s.loc[s["patient_id"] == "P003", "split"]) == {"test"}
+
+
+def test_split_leaks_names_each_kind_and_hides_patient_ids():
+    from brain_tumor_cls.pipeline import LEAK_COLUMNS, split_leaks
+    m = pd.DataFrame({"path": list("abcdefg"), "split": ["train", "test", "train", "train", "val", "test", ""],
+                      "dup_group": [0, 0, 1, 1, 2, 3, 3], "md5": ["", "", "x", "y", "z", "z", ""],
+                      "patient_id": ["", "", "", "", "Jane Doe", "Jane Doe", ""]})
+    leaks = split_leaks(m)
+    assert list(leaks.columns) == LEAK_COLUMNS
+    assert leaks[["kind", "splits", "files"]].values.tolist() == [
+        ["duplicate_group", ["test", "train"], 2], ["identical_bytes", ["test", "val"], 2], ["patient", ["test", "val"], 2]]
+    assert "Jane Doe" not in leaks.to_csv() and leaks["key"].iloc[-1].startswith("anon-")
+    assert leaks["paths"].iloc[0] == ["a", "b"]                    # a row without a split (g) is not a leak
+
+
+def test_dicom_rows_decode_in_datasets_and_load_images(tmp_path):
+    from brain_tumor_cls.dicom import write_dicom, _edit_dicom
+    a = np.tile(np.linspace(0, 4000, 80).astype(np.uint16), (60, 1))
+    write_dicom(tmp_path/"a.dcm", a, bits=12, window=(2000, 4000))
+    write_dicom(tmp_path/"mono1.dcm", 4000 - a, bits=12, window=(2000, 4000), photometric="MONOCHROME1")
+    (tmp_path/"frames.dcm").write_bytes(_edit_dicom((tmp_path/"a.dcm").read_bytes(), NumberOfFrames=3))
+    x = load_images([tmp_path/"a.dcm", tmp_path/"mono1.dcm"], 75)
+    assert x.dtype == np.uint8 and np.abs(x[0].astype(int) - x[1]).max() <= 1 and x.max() > 200
+    with pytest.raises(ValueError, match="multi-frame DICOM"): load_images([tmp_path/"frames.dcm"], 75)
+    m = pd.DataFrame({"path": [str(tmp_path/f) for f in ("a.dcm", "mono1.dcm", "frames.dcm")], "class": ["x", "y", "x"]})
+    with pytest.warns(UserWarning, match="frames.dcm"):
+        got, _ = collect(make_dataset(m, ["x", "y"], 75, batch_size=4))
+    assert np.array_equal(got, x)

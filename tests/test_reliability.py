@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from brain_tumor_cls.files import read_csv
 from brain_tumor_cls.phantom import make_phantom_dataset
-from brain_tumor_cls.report import parse_issues
 from brain_tumor_cls.testing import bomb_png
-from conftest import BTC_ENV, checksums, check_report_html, run_btc as btc
+from conftest import BTC_ENV, TINY, checksums, check_report_html, run_btc as btc
 
-TINY = ["--image-size", "75", "--epochs", "1", "--batch-size", "16", "--weights", "none", "--scratch", "off", "--gallery", "4"]
+XSS = "<img src=x onerror=document.body.prepend('XSS-EXECUTED')>"   # a class folder name that is a script
+FORMULA = '=HYPERLINK("evil.example", "open me")'                          # a spreadsheet formula as a class name
 
 
 def phantom_images(tmp, n, seed):
@@ -60,6 +61,10 @@ def hostile(tmp_path_factory):
     g(1).convert("RGB").save(root/"no_tumor"/"SCAN.JPEG", "JPEG")
     (root/"empty_class").mkdir()
     os.symlink("..", root/"glioma_tumor"/"loop")  # a symlink loop
+    more = sorted(phantom_images(tmp, 3, seed=11)[0].rglob("*.png"))   # fresh slices, duplicates of nothing above
+    for name, k in ((XSS, 0), (FORMULA, 1)):          # hostile class names, with real images of their own
+        (root/name).mkdir()
+        for i in range(4): shutil.copy(more[4 * k + i], root/name/f"@SUM(1+{i}).png")
     return root
 
 
@@ -82,7 +87,7 @@ def test_hostile_inputs_complete_with_exit_0(hostile_run):
 
 def test_report_lists_every_rejected_file(hostile_run, hostile):
     r, out, _ = hostile_run
-    aud = pd.read_csv(out/"audit.csv", keep_default_na=False)
+    aud = read_csv(out/"audit.csv", lists=("issues",))
     aud["rel"] = [Path(p).relative_to(hostile).as_posix() for p in aud["path"]]
     html = (out/"report.html").read_text("utf-8")
     check_report_html(html)
@@ -91,10 +96,10 @@ def test_report_lists_every_rejected_file(hostile_run, hostile):
     for rel, reasons in MUST_REJECT.items():
         row = rej[rej["rel"] == rel]
         assert len(row) == 1, f"{rel} not rejected"
-        assert set(parse_issues(row["issues"].iloc[0])) & reasons, (rel, row["issues"].iloc[0])
+        assert set(row["issues"].iloc[0]) & reasons, (rel, row["issues"].iloc[0])
     for rel, iss in zip(rej["rel"], rej["issues"]):   # every rejected file is in the report with its reasons
         assert H.escape(rel) in html, rel
-        for reason in parse_issues(iss): assert reason in html
+        for reason in iss: assert reason in html
     # valid images in odd formats and odd names are scanned
     for rel in ["glioma_tumor/sixteen_bit.png", "meningioma_tumor/rgba.png", "no_tumor/palette.png",
                 "pituitary_tumor/cmyk.jpg", "glioma_tumor/grey.jpg", "meningioma_tumor/tümor scan (1).png",
@@ -195,3 +200,64 @@ def test_predict_refuses_lambda_model(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "refusing" in r.stderr and "Lambda" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path/"p.csv").exists()
+
+
+def test_hostile_names_cannot_script_the_report(hostile_run, browser):
+    "A class folder named like an <img onerror=...> element: the report shows the name and runs nothing."
+    _, out, _ = hostile_run
+    from selenium.webdriver.common.by import By
+    browser.get((out/"report.html").as_uri())
+    body = browser.find_element(By.TAG_NAME, "body")
+    assert browser.execute_script("return document.body.firstChild.nodeName") == "H1"   # nothing was prepended
+    assert not body.text.startswith("XSS-EXECUTED")
+    assert browser.find_elements(By.CSS_SELECTOR, "img[src='x']") == []
+    assert XSS in body.text                      # shown as text, where the class names are listed
+    assert browser.execute_script("return document.scripts.length") == 0
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas(hostile_run, hostile):
+    "Cells starting with = + - @ are written with a leading quote (a spreadsheet shows text) and read back exactly."
+    _, out, _ = hostile_run
+    import csv
+    with open(out/"manifest.csv", newline="", encoding="utf-8", errors="surrogateescape") as f: rows = list(csv.DictReader(f))
+    raw = [r for r in rows if "HYPERLINK" in r["class"]]
+    assert raw and all(r["class"] == "'" + FORMULA and r["image"].startswith("'@SUM(") for r in raw)
+    for name in ("manifest", "audit", "splits", "predictions"):
+        t = read_csv(out/f"{name}.csv")
+        col = "class" if "class" in t else "true"
+        assert FORMULA in set(t[col]) or name == "predictions", name
+    m = read_csv(out/"manifest.csv")
+    assert set(m.loc[m["class"] == FORMULA, "image"]) == {f"@SUM(1+{i}).png" for i in range(4)}
+
+
+def test_class_only_in_testing_is_refused(tmp_path, phantom):
+    "A class folder that exists only under Testing/ would be 'learned' from zero images: refused with exit 2."
+    src, _ = phantom(n_per_class=6, size=96, seed=4)
+    for split, classes in (("Training", ["glioma_tumor", "no_tumor"]), ("Testing", ["glioma_tumor", "no_tumor", "pituitary_tumor"])):
+        for c in classes:
+            shutil.copytree(src/c, tmp_path/"data"/split/c, ignore=shutil.ignore_patterns("*_000[3-9].png") if split == "Testing" else None)
+    r = btc("run", tmp_path/"data", "--out", tmp_path/"out", "--quiet", *TINY)
+    assert r.returncode == 2 and "'pituitary_tumor'" in r.stderr and "no training images" in r.stderr, r.stderr
+
+
+def test_warnings_read_as_messages(tmp_path, phantom):
+    "What the scan warns about is said in words, never with the source line that warned."
+    src, _ = phantom(n_per_class=5, size=64, seed=5)
+    shutil.copytree(src, tmp_path/"data"); (tmp_path/"data"/"empty_class").mkdir()
+    r = btc("audit", tmp_path/"data", "--out", tmp_path/"a")
+    assert r.returncode == 0, r.stderr
+    assert "Ignored 1 class folder(s) without images" in r.stdout + r.stderr
+    assert "warnings.warn" not in r.stderr and "scan_images(" not in r.stderr and "UserWarning" not in r.stderr
+
+
+def test_full_disk_ends_with_one_clear_line(tmp_path, phantom):
+    "A 2 MB disk as --out: exit 1 and one line saying the disk is full, never a crash (it once segfaulted in h5py)."
+    mnt = tmp_path/"small"; mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        data, _ = phantom(n_per_class=6, size=96, seed=1)
+        r = btc("run", data, "--out", mnt/"run", "--quiet", *TINY)
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert r.returncode == 1 and len(lines) == 1 and "disk space" in lines[0].lower(), r.stderr[-2000:]
+    finally: subprocess.run(["umount", str(mnt)])

@@ -1,4 +1,4 @@
-"Tests of `brain_tumor_cls.train`: resume after SIGKILL, fast path == slow path, class-list checks."
+"Tests of `brain_tumor_cls.train`: resume after SIGKILL (and what a finished run keeps), fast path == slow path, epochs across a resumed phase 1, class-list checks."
 import json, os, signal, subprocess, sys, textwrap, time, zipfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pathlib import Path
@@ -89,9 +89,11 @@ def test_sigkill_then_resume(tmp_path):
     assert hist["epoch"].tolist() == list(range(6)) and set(hist["phase"]) == {"head"}
     _check_final_name(run)
     model, meta = load_model(run / "model.keras")
-    assert meta == {"class_names": ["a", "b"], "image_size": 75}
+    assert meta == {"class_names": ["a", "b"], "image_size": 75, "temperature": 1.0}
     assert model.predict(np.zeros((1, 75, 75, 3), "float32"), verbose=0).shape == (1, 2)
     assert not list(run.glob("*.tmp-*"))
+    # the resumable state (backups with optimizer variables, best checkpoints, after_head) is gone with the run done
+    assert sorted(p.name for p in run.iterdir()) == ["history.csv", "log.csv", "model.keras", "state.json"]
 
 
 def test_fast_path_trains_the_same_model(tmp_path):
@@ -107,6 +109,23 @@ def test_fast_path_trains_the_same_model(tmp_path):
     for a, b in zip(weights[False][0], weights[True][0]):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(weights[False][1]["val_loss"], weights[True][1]["val_loss"], rtol=1e-3)
+
+
+def test_resumed_head_phase_then_finetune(tmp_path):
+    "Phase 1 on the full model interrupted and resumed, then phase 2: its epochs follow phase 1's, none repeated."
+    x, y = tiny_data(16, 2)
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1: raise RuntimeError("interrupted")
+    keras.utils.set_random_seed(0)
+    m = build_model(2, S, weights=None, dense_units=8)
+    kw = dict(epochs=3, class_names=["a", "b"], cache_features=False, patience=100, progress=False, plot=False)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        train(m, ds_of(x, y), ds_of(x, y), tmp_path / "run", callbacks=[Interrupt()], **kw)
+    h = train(m, ds_of(x, y), ds_of(x, y), tmp_path / "run", fine_tune_epochs=1, fine_tune_from="head_dense", **kw)
+    # Keras keeps the epoch BackupAndRestore set on the model; phase 2 would restart at epoch 2 and log it twice
+    assert _epochs(tmp_path / "run" / "log.csv") == [0, 1, 2, 3]
+    assert h["phase"].tolist() == ["head"] * 3 + ["finetune"]
 
 
 def test_mismatched_classes(tmp_path):

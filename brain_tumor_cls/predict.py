@@ -133,13 +133,6 @@ def _rows(files, classes, probs_by_row, errors, extra) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_predict.ipynb #dc07765d
-def _original(path:str) -> np.ndarray:
-    "The file's image at full resolution, uint8 [H,W,3], decoded as the stream decodes it (before its resize)."
-    from brain_tumor_cls import pipeline
-    from brain_tumor_cls.dicom import is_dicom
-    img = pipeline._decode_dicom(pipeline._tf_path(path)) if is_dicom(path) else pipeline._decode_raster(pipeline._tf_path(path))
-    return np.asarray(img)
-
 def _overlays(model, x, P, rows, files, classes, gradcam_dir:Path) -> dict[int, dict]:
     "Map, overlay PNG and evidence outside the brain per image; row index -> {gradcam, gradcam_empty, outside_brain}."
     from brain_tumor_cls import gradcam as G
@@ -147,7 +140,7 @@ def _overlays(model, x, P, rows, files, classes, gradcam_dir:Path) -> dict[int, 
     k = P.argmax(1)
     cams, out = G.gradcam(model, np.asarray(x), class_index=k), {}
     for j, (i, cam, c) in enumerate(zip(rows, cams, k)):
-        img = _original(files[i])
+        img = G.original_image(files[i])
         share = float(G.shortcut_check([cam], [img], [classes[c]])["outside"].iloc[0])
         note = "" if np.isnan(share) else f"evidence {share:.0%} outside the brain"
         name = f"{i:04d}_{Path(files[i]).stem}_gradcam.png"

@@ -276,7 +276,7 @@ def section_gradcam(run:dict) -> Safe|None:
 # %% ../nbs/09_report.ipynb #62952e23
 SECTIONS = {"dataset": "Dataset", "audit": "Audit: what was found and rejected", "splits": "Splits",
             "training": "Training curves", "metrics": "Metrics (test set)", "confusion": "Confusion matrix",
-            "roc": "ROC curves", "calibration": "Calibration", "gradcam": "Grad-CAM gallery",
+            "roc": "ROC curves", "calibration": "Calibration", "gradcam": "Explanations: gallery and evidence outside the brain",
             "config": "Configuration and versions"}
 
 _CSS = """body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222}

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_METHOD', 'METHODS', 'find_target_layer', 'stem_layer', 'default_layer', 'upsample', 'fuse_maps', 'gradcam',
-           'overlay', 'overlay_image', 'plot_gallery', 'localisation', 'random_baseline', 'localisation_summary',
-           'deletion_insertion', 'otsu_threshold', 'brain_mask', 'outside_share', 'shortcut_check', 'shortcut_summary']
+           'overlay', 'overlay_image', 'original_image', 'plot_gallery', 'localisation', 'random_baseline',
+           'localisation_summary', 'deletion_insertion', 'otsu_threshold', 'brain_mask', 'outside_share',
+           'shortcut_check', 'shortcut_summary']
 
 # %% ../nbs/07_gradcam.ipynb #ae49055d
 import functools, re, weakref
@@ -372,6 +373,15 @@ def overlay_image(original, # the image as the user has it: uint8 [H,W] or [H,W,
                 va="center", bbox=dict(boxstyle="round,pad=0.4", facecolor="black", alpha=0.75, linewidth=0))
     if colorbar: _colorbar(fig, (W - 0.88 * cbw) / W, 0.18 * cbw / W, cmap, fs)
     return _render(fig)
+
+# %% ../nbs/07_gradcam.ipynb #313acf40
+def original_image(path, # an image file the pipeline reads (JPEG, PNG, BMP, GIF, WebP or DICOM)
+                  ) -> np.ndarray:
+    "The file's image at full resolution, uint8 [H,W,3], decoded as `pipeline.preprocess_image` decodes it before resizing."
+    from brain_tumor_cls import pipeline
+    from brain_tumor_cls.dicom import is_dicom
+    p = pipeline._tf_path(path)
+    return np.asarray(pipeline._decode_dicom(p) if is_dicom(str(path)) else pipeline._decode_raster(p))
 
 # %% ../nbs/07_gradcam.ipynb #e2a035da
 def plot_gallery(images, # images [B,H,W,3] (raw pixels)

@@ -109,6 +109,8 @@ SETTINGS = (
     Setting("lr_schedule", str, None, "train", "plateau (halve on a val_loss plateau) or cosine (warm-up then cosine decay); default: the recipe's", choices=("plateau", "cosine")),
     Setting("warmup_epochs", float, None, "train", "cosine schedule: epochs of linear warm-up (default: the recipe's)", 0.0, 100.0),
     Setting("label_smoothing", float, None, "train", "ε of label smoothing (default: the recipe's)", 0.0, 0.5),
+    Setting("mixed_precision", bool, False, "train", "float16 compute on a GPU (ignored, with a warning, without one)"),
+    Setting("jit_compile", str, "auto", "train", "XLA-compile the training step on a GPU: auto (Keras decides), on or off", choices=("auto", "on", "off")),
     Setting("gallery", int, 8, "gradcam", "Grad-CAM gallery size (half correct, half wrong where possible)", 0, 64),
     Setting("workers", int, 2, None, "processes for scanning and hashing", 1, 64),
 )
@@ -455,11 +457,11 @@ def training_rows(run:Run):
 SCRATCH_BN_MOMENTUM = 0.9  # BatchNorm momentum when training from scratch (Keras' 0.99 lags a network that changes fast)
 TRAINING_BYTES_PER_PARAM = 4 * 6  # float32 weights x (model, backup, 2 optimizer moments, 2 checkpoints): disk a training needs
 
-def _datasets(run:Run, classes:list):
+def _datasets(run:Run, classes:list, batch_size:int):
     from brain_tumor_cls import pipeline
     c, rows = run.cfg, training_rows(run)
     mk = lambda split, training: pipeline.make_dataset(
-        rows[rows["split"] == split], classes, image_size=c["image_size"], batch_size=c["batch_size"],
+        rows[rows["split"] == split], classes, image_size=c["image_size"], batch_size=batch_size,
         training=training, augment=c["online_augment"], vertical_flip=c["vertical_flip"], cache="memory", seed=c["seed"])
     return mk("train", True), mk("val", False)
 
@@ -497,18 +499,23 @@ def resume_note(out:Path) -> str:
     return f" (resuming after epoch {n})" if n else ""
 
 def train_stage(run:Run):
-    "Build the model, make the datasets and train; `model.keras`, `history.csv`, training curves."
+    "Build the model (in the strategy's scope), make the datasets and train; `model.keras`, `history.csv`, training curves."
     from brain_tumor_cls import pipeline, train as T
     c = run.cfg; classes = pipeline.class_names(run.table("splits"))
     run.folder.mark("train:started", run.keys["train"])
     with quiet_native_logs():
-        tr, va = _datasets(run, classes); m = _build(run, classes)
+        strategy, line = T.auto_strategy(c["batch_size"])   # first: a multi-worker strategy must precede other TF work
+        tr, va = _datasets(run, classes, T.global_batch_size(c["batch_size"], strategy))
+        with strategy.scope(): m = _build(run, classes)
+    if os.environ.get("TF_CONFIG") or strategy.num_replicas_in_sync > 1: run.log(f"      {line}")
     check_free_space(run.out/"model.keras", TRAINING_BYTES_PER_PARAM * m.count_params())
-    T.train(m, tr, va, run.out, class_names=classes, patience=c["patience"], seed=c["seed"],
+    T.train(m, tr, va, run.out, class_names=classes, patience=c["patience"], seed=c["seed"], strategy=strategy,
             class_weight=None if c["class_weight"] == "none" else c["class_weight"], lr_schedule=c["lr_schedule"],
-            warmup_epochs=c["warmup_epochs"], label_smoothing=c["label_smoothing"],
+            warmup_epochs=c["warmup_epochs"], label_smoothing=c["label_smoothing"], mixed_precision=c["mixed_precision"] or None,
+            jit_compile={"auto": "auto", "on": True, "off": False}[c["jit_compile"]],
             verbose=2 if run.progress else 0, progress=run.progress, **_phases(c))
-    run.model = m
+    if not T.is_chief(): return "done (this worker's copy; the chief writes the run folder)"
+    run.model = None if os.environ.get("TF_CONFIG") else m   # a model of the cluster's strategy would wait for the others
     return f"{len(T._read_log(run.out/'log.csv'))} epochs; " + calibrate(run, classes)
 
 def calibrate(run:Run, classes:list) -> str:
@@ -516,7 +523,7 @@ def calibrate(run:Run, classes:list) -> str:
     from brain_tumor_cls import evaluate as E, model as M
     c, sp = run.cfg, run.table("splits")
     with quiet_native_logs():
-        val = E.predict(run.model, sp[sp["split"] == "val"], classes, c["image_size"], batch_size=c["batch_size"], progress=False)
+        val = E.predict(load_run_model(run), sp[sp["split"] == "val"], classes, c["image_size"], batch_size=c["batch_size"], progress=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always"); run.temperature = E.fit_temperature(val, classes)
     for w in caught: run.log(f"      note: {w.message}")
@@ -686,6 +693,14 @@ def _start(cfg:dict, log) -> tuple:
     for w in warns: log(f"note: {w}")
     return cfg, notes, man, digest
 
+def _worker_view(cfg:dict, until:str) -> tuple[dict, str, Path|None]:
+    "Under `TF_CONFIG`, a worker other than the chief writes to a temporary folder and stops after training."
+    if not os.environ.get("TF_CONFIG"): return cfg, until, None
+    from brain_tumor_cls import train as T
+    if T.is_chief(): return cfg, until, None
+    names, own = [s.name for s in STAGES], T.work_dir(cfg["out"])
+    return dict(cfg, out=str(own)), names[min(names.index(until), names.index("train"))], own
+
 def run_pipeline(cfg:dict, # from `make_config` (with `out`)
                  until:str="report", # last stage to run
                  overwrite:bool=False, # allow discarding a model trained with other settings
@@ -694,6 +709,7 @@ def run_pipeline(cfg:dict, # from `make_config` (with `out`)
                 ) -> Run:
     "Run the stages of `cfg` up to `until` into `cfg['out']`, redoing only what is stale; returns the `Run`."
     if not cfg.get("out"): raise UsageError("no run folder given (--out RUN_DIR)")
+    cfg, until, own = _worker_view(cfg, until)
     cfg, notes, man, digest = _start(cfg, log)
     folder = RunFolder(cfg["out"]).open()
     try:
@@ -707,7 +723,9 @@ def run_pipeline(cfg:dict, # from `make_config` (with `out`)
         return execute(run, todo)
     except BaseException:
         folder.release(); folder.discard_if_empty(); raise
-    finally: folder.release()
+    finally:
+        folder.release()
+        if own is not None: shutil.rmtree(own, ignore_errors=True)
 
 def _classes(out:Path):
     "The class list recorded in a run folder's config.json, or None."

@@ -2,6 +2,7 @@
 import json, os, subprocess, sys, time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -141,6 +142,7 @@ def test_evaluate_and_report_commands(run_copy):
     assert run_btc("report", out, "--quiet").returncode == 0 and (out/"report.html").exists()
     r = run_btc("evaluate", out, "--quiet")
     assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == "", (r.stdout, r.stderr)   # -q: no progress bar, no TensorFlow log lines
     assert json.loads((out/"metrics.json").read_text())["accuracy"] == m0["accuracy"]  # same model, same test split
 
 
@@ -151,3 +153,22 @@ def test_audit_command(tmp_path, phantom):
     assert "rejected because:" in r.stdout and "exact_duplicate" in r.stdout and "next: btc report" in r.stdout
     assert r.stdout.splitlines()[0].startswith("[1/2] scan")
     assert sorted(p.name for p in (tmp_path/"a").iterdir()) == [".btc-lock", ".btc-run", "audit.csv", "config.json", "manifest.csv"]
+
+
+def test_predict_dicom_like_png(trained_run, tmp_path):
+    "One slice as PNG, as 16-bit MONOCHROME2 DICOM (window 0-4095) and as MONOCHROME1: same class, probabilities within 0.05."
+    from PIL import Image
+    from brain_tumor_cls.dicom import write_dicom
+    data, out = trained_run
+    png = sorted((data/"pituitary_tumor").glob("*.png"))[0]
+    g = np.asarray(Image.open(png).convert("L")).astype(np.uint16) * 16          # 0..4080 of 12 bits
+    write_dicom(tmp_path/"a.dcm", g, bits=12, window=(2048, 4096))
+    write_dicom(tmp_path/"b_mono1.dcm", 4095 - g, bits=12, window=(2048, 4096), photometric="MONOCHROME1")
+    r = run_btc("predict", out/"model.keras", tmp_path/"a.dcm", tmp_path/"b_mono1.dcm", png, "--out", tmp_path/"p.csv")
+    assert r.returncode == 0, r.stderr
+    p = read_csv(tmp_path/"p.csv")
+    assert (p["error"].fillna("") == "").all(), p
+    probs = p[[c for c in p if c.startswith("p_")]].astype(float).to_numpy()
+    assert np.abs(probs - probs[2]).max() <= 0.05, probs
+    top2 = np.sort(probs[2])[-2:]
+    if top2[1] - top2[0] > 0.1: assert p["predicted"].nunique() == 1, p   # a tiny model may hesitate between two classes

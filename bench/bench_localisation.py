@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pathlib import Path
 import numpy as np, pandas as pd, keras, tensorflow as tf
 from PIL import Image
+from brain_tumor_cls.files import write_json
 from brain_tumor_cls.model import build_model
 from brain_tumor_cls.phantom import make_phantom_dataset, PHANTOM_CLASSES
 from brain_tumor_cls.gradcam import gradcam, localisation, random_baseline, localisation_summary
@@ -86,7 +87,7 @@ def main():
                       "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__}
     res["total_seconds"] = time.time() - t0
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    p = Path(a.out).with_name(Path(a.out).name + ".tmp-bench"); p.write_text(json.dumps(res, indent=2)); os.replace(p, a.out)
+    write_json(a.out, res)
     print(json.dumps(res["localisation"]["gradcam/predicted_class"], indent=1), json.dumps(res["test_metrics"]))
 
 if __name__ == "__main__":

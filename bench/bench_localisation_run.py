@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
+from brain_tumor_cls.files import write_json
 from brain_tumor_cls.model import load_model
 from brain_tumor_cls.pipeline import load_images
 from brain_tumor_cls.gradcam import find_target_layer, gradcam, localisation, random_baseline, localisation_summary
@@ -55,7 +56,7 @@ def main():
                           load_avg=os.getloadavg())
     out["seconds"] = round(time.time() - t0, 1)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2, default=float))
+    write_json(a.out, out)
     print("wrote", a.out)
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['PHANTOM_CLASSES', 'draw_slice', 'mask_for', 'make_phantom_dataset']
 
-# %% ../nbs/08_phantom.ipynb #8a89f8e4
+# %% ../nbs/08_phantom.ipynb #5770303f
 import functools, io, os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,10 +17,10 @@ from scipy import fft as sfft, ndimage
 
 from .files import atomic_write, png_bytes, read_csv, write_csv
 
-# %% ../nbs/08_phantom.ipynb #8fb50589
+# %% ../nbs/08_phantom.ipynb #e3129efe
 PHANTOM_CLASSES = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
 
-# %% ../nbs/08_phantom.ipynb #71bd8cfe
+# %% ../nbs/08_phantom.ipynb #95a385d5
 @functools.lru_cache(maxsize=32)
 def _filters(size, sigmas:tuple, octaves:tuple):
     "Fourier transfer functions (float32, [len(sigmas), size, size//2+1]) of the smooth-noise fields."
@@ -43,131 +44,156 @@ def _step(d, w):
     "Soft indicator of `d > 0`, a linear ramp of width `w` (anti-aliased edges)."
     return np.clip(0.5 + d/w, 0., 1.)
 
-# %% ../nbs/08_phantom.ipynb #b4e0971f
+# %% ../nbs/08_phantom.ipynb #77215fca
+def _grid(size):
+    "Normalised pixel-centre coordinates (y down, x right) in [-1, 1] and the pixel width in those units."
+    px = 2./size
+    c = (np.arange(size, dtype=np.float32)+0.5)*px - 1.
+    y, x = np.meshgrid(c, c, indexing="ij")
+    return x, y, px
+
+def _head(rng, x, y, px):
+    "Head geometry: centre, rotation, zoom, half-axes, head frame (u, v), depth d and the soft shells."
+    U = lambda lo, hi: float(rng.uniform(lo, hi))  # python floats keep the arrays float32 (NumPy 2 promotion)
+    h = SimpleNamespace(w=1.2*px)                   # w: edge width of the soft steps
+    h.cx, h.cy, h.rot, h.zoom = U(-0.07, 0.07), U(-0.07, 0.07), U(-0.35, 0.35), U(0.85, 1.0)
+    h.A, h.B = h.zoom*U(0.70, 0.80), h.zoom*U(0.86, 0.93)
+    cr, sr = np.cos(h.rot), np.sin(h.rot)
+    h.u, h.v = cr*(x-h.cx) + sr*(y-h.cy), -sr*(x-h.cx) + cr*(y-h.cy)
+    h.d = (1.-np.sqrt((h.u/h.A)**2 + (h.v/h.B)**2))*(0.5*(h.A+h.B))     # ~ depth below the scalp surface
+    h.scalp, skull_t, csf_t = U(0.025, 0.035), U(0.04, 0.06), U(0.012, 0.02)
+    h.skull_in = h.scalp + skull_t
+    h.brain0 = h.skull_in + csf_t
+    h.head = _step(h.d, h.w)
+    h.skull = _step(h.d-h.scalp, h.w) - _step(h.d-h.skull_in, h.w)
+    h.intracranial, h.brain = _step(h.d-h.skull_in, h.w), _step(h.d-h.brain0, h.w)
+    h.Ab, h.Bb = h.A - h.brain0, h.B - h.brain0                         # brain ellipse half-axes
+    h.rb, h.theta = np.sqrt((h.u/h.Ab)**2 + (h.v/h.Bb)**2), np.arctan2(h.v, h.u)
+    return h
+
+# %% ../nbs/08_phantom.ipynb #b71449fc
+def _tissue(rng, h, size):
+    "Brain tissue image (grey/white matter, sulci); sets the tissue intensities and `h.nz`, the slice's noise fields."
+    U = lambda lo, hi: float(rng.uniform(lo, hi))
+    s128 = size/128                                                      # pixel scales are tuned at 128 px
+    h.i_scalp, h.i_skull, h.i_csf = U(0.35, 0.45), U(0.70, 0.82), U(0.08, 0.14)
+    i_wm, i_gm = U(0.54, 0.60), U(0.38, 0.44)
+    k = int(rng.integers(14, 20))
+    h.nz = _smooth_noise(rng, size, np.array([7., 5., 2.5, 2., 1.5])*s128, octaves=[1, 1, 2, 1, 1])
+    fold = np.cos(k*h.theta + 3.0*h.nz[0] + U(0, 2*np.pi))
+    dep = (1.-h.rb)*(0.5*(h.Ab+h.Bb))                                   # depth below the cortex
+    reach = 0.09 + 0.04*h.nz[1]
+    sul = (fold > 0.88) & (dep < reach)
+    gm = np.clip(1 - (dep - 0.03)/0.01, 0, 1)
+    gm = np.maximum(gm, ((fold > 0.35) & (dep < reach + 0.03)).astype(np.float32))
+    tissue = (i_wm*(1-gm) + i_gm*gm)*(1 + 0.05*h.nz[2])
+    tissue = np.where(sul, h.i_csf + 0.08, tissue)
+    return ndimage.gaussian_filter(tissue, 0.6*s128)
+
+# %% ../nbs/08_phantom.ipynb #7204d892
+def _ventricles(rng, h):
+    "Soft mask of the lateral ventricles (two tilted ellipses) and a midline slit."
+    U = lambda lo, hi: float(rng.uniform(lo, hi))
+    vs, vent = U(0.8, 1.2), np.zeros_like(h.u)
+    for sgn in (-1, 1):
+        a = sgn*U(0.30, 0.45)
+        uu, vv = h.u - sgn*0.075*vs, h.v + 0.04
+        p, q = np.cos(a)*uu + np.sin(a)*vv, -np.sin(a)*uu + np.cos(a)*vv
+        vent = np.maximum(vent, _step((1. - np.sqrt((p/(0.045*vs))**2 + (q/(0.17*vs))**2))*(0.045*vs), h.w))
+    return np.maximum(vent, _step((1. - np.sqrt((h.u/0.012)**2 + ((h.v-0.16)/0.06)**2))*0.012, h.w))
+
+def _anatomy(rng, h, size):
+    "The tumour-free slice on a [0, 1] intensity scale: scalp, skull, CSF rim, tissue and ventricles."
+    tissue = _tissue(rng, h, size)
+    vent = _ventricles(rng, h)
+    return (h.i_scalp*(h.head - _step(h.d-h.scalp, h.w)) + h.i_skull*h.skull + h.i_csf*(h.intracranial - h.brain)
+            + h.brain*(tissue*(1-vent) + h.i_csf*vent))
+
+# %% ../nbs/08_phantom.ipynb #a37accd9
+def _glioma(rng, h, img):
+    "Irregular heterogeneous intra-axial mass with a necrotic core, an enhancing rim and an oedema halo."
+    U = lambda lo, hi: float(rng.uniform(lo, hi))
+    phi, rho = U(0, 2*np.pi), U(0.25, 0.55)
+    u0, v0 = rho*h.Ab*np.cos(phi), rho*h.Bb*np.sin(phi)
+    r0 = U(0.13, 0.19)*h.zoom
+    du, dv = h.u-u0, h.v-v0
+    rt, th = np.sqrt(du**2 + dv**2), np.arctan2(dv, du)
+    shape = 1 + 0.08*h.nz[3]
+    for kk in range(2, 6): shape += U(0.03, 0.16)/np.sqrt(kk)*np.cos(kk*th + U(0, 2*np.pi))
+    rel = rt/(r0*shape)                                                  # < 1 inside the mass
+    core = _step((1-rel)*r0, h.w) * h.brain
+    halo = np.clip(2.0 - rel, 0, 1)**1.2 * h.brain * (1-core)
+    necro = _step((U(0.35, 0.6) - rel)*r0, 2*h.w)
+    rim = np.clip(1 - np.abs(rel-0.8)/0.25, 0, 1)
+    t_int = U(0.6, 0.7) + 0.15*h.nz[4] + 0.35*rim
+    t_int = t_int*(1-necro) + U(0.15, 0.25)*necro
+    img = img*(1-halo*0.5) + halo*(0.5*U(0.25, 0.32))                  # hypo-intense oedema
+    return img*(1-core) + core*t_int, core > 0.5
+
+# %% ../nbs/08_phantom.ipynb #079cf353
+def _meningioma(rng, h, img):
+    "Bright, well-circumscribed disc on the inner table of the skull, with a thin CSF cleft."
+    U = lambda lo, hi: float(rng.uniform(lo, hi))
+    phi, r0 = U(0, 2*np.pi), U(0.12, 0.17)*h.zoom
+    Ai, Bi = h.A - h.skull_in, h.B - h.skull_in
+    eu, ev = Ai*np.cos(phi), Bi*np.sin(phi)                             # a point on the inner table of the skull
+    nrm = np.hypot(eu, ev)
+    u0, v0 = eu - 0.65*r0*eu/nrm, ev - 0.65*r0*ev/nrm
+    e = U(0.85, 1.15)
+    rt = np.sqrt(((h.u-u0)*e)**2 + ((h.v-v0)/e)**2)
+    core = _step(r0-rt, h.w) * h.intracranial
+    t_int = U(0.88, 0.98) + 0.03*h.nz[3]
+    cleft = np.clip(1.6 - rt/r0, 0, 1)*h.intracranial*(1-core)*0.5
+    img = img*(1-cleft) + cleft*h.i_csf
+    return img*(1-core) + core*t_int, core > 0.5
+
+# %% ../nbs/08_phantom.ipynb #1e178210
+def _pituitary(rng, h, img):
+    "Small round bright mass on the midline in the sellar region (low in the slice)."
+    U = lambda lo, hi: float(rng.uniform(lo, hi))
+    u0, v0 = U(-0.025, 0.025), U(0.40, 0.50)*h.Bb
+    r0, e = U(0.08, 0.11)*h.zoom, U(0.85, 1.1)
+    rt = np.sqrt(((h.u-u0)*e)**2 + ((h.v-v0)/e)**2)
+    core = _step(r0-rt, h.w) * h.brain
+    t_int = U(0.88, 0.98) + 0.03*h.nz[4]
+    return img*(1-core) + core*t_int, core > 0.5
+
+def _no_tumour(rng, h, img): return img, np.zeros(img.shape, bool)
+
+_TUMOURS = {"glioma_tumor": _glioma, "meningioma_tumor": _meningioma, "no_tumor": _no_tumour, "pituitary_tumor": _pituitary}
+
+# %% ../nbs/08_phantom.ipynb #5bb74951
+def _acquire(rng, img, x, y):
+    "Bias field, contrast curve, a random global level and Rician noise; returns uint8."
+    U = lambda lo, hi: float(rng.uniform(lo, hi))
+    cb = [float(t) for t in rng.normal(0, 0.12, 5)]
+    img = img*np.exp(cb[0]*x + cb[1]*y + cb[2]*x*y + cb[3]*(x*x-1/3) + cb[4]*(y*y-1/3))
+    img = np.clip(img, 0, None)**U(0.8, 1.25)
+    img *= U(0.19, 0.27)/img.mean()     # global level: a random mean, whatever the anatomy
+    sigma = U(0.015, 0.035)
+    n1, n2 = rng.standard_normal((2, *img.shape), dtype=np.float32)*sigma
+    img = np.sqrt((img+n1)**2 + n2**2)
+    return np.clip(img*255 + 0.5, 0, 255).astype(np.uint8)
+
+# %% ../nbs/08_phantom.ipynb #a5396179
 def draw_slice(rng:np.random.Generator, # source of randomness (one per image, for determinism)
                cls:str, # one of `PHANTOM_CLASSES`
                size:int=128, # width and height in pixels
               )->tuple: # (uint8 image [size, size], bool tumour mask [size, size])
     "Draw one synthetic axial T1-like brain slice of class `cls` with its tumour mask."
     if cls not in PHANTOM_CLASSES: raise ValueError(f"unknown class {cls!r}; expected one of {PHANTOM_CLASSES}")
-    U = lambda lo, hi: float(rng.uniform(lo, hi))  # python floats keep the arrays float32 (NumPy 2 promotion)
-    s128 = size/128                                 # pixel scales are tuned at 128 px
-    px = 2./size                                    # one pixel in normalised units
-    c = (np.arange(size, dtype=np.float32)+0.5)*px - 1.
-    y, x = np.meshgrid(c, c, indexing="ij")         # y grows downwards, x to the right
-    w = 1.2*px                                      # edge width of the soft steps
-    # head geometry: centre, rotation, zoom, half-axes; head frame (u, v)
-    cx, cy, rot, zoom = U(-0.07, 0.07), U(-0.07, 0.07), U(-0.35, 0.35), U(0.85, 1.0)
-    A, B = zoom*U(0.70, 0.80), zoom*U(0.86, 0.93)
-    cr, sr = np.cos(rot), np.sin(rot)
-    u = cr*(x-cx) + sr*(y-cy)
-    v = -sr*(x-cx) + cr*(y-cy)
-    r = np.sqrt((u/A)**2 + (v/B)**2)
-    d = (1.-r)*(0.5*(A+B))                          # ~ depth below the scalp surface
-    scalp, skull_t, csf_t = U(0.025, 0.035), U(0.04, 0.06), U(0.012, 0.02)
-    skull_in = scalp + skull_t
-    brain0 = skull_in + csf_t
-    head = _step(d, w)
-    skull = _step(d-scalp, w) - _step(d-skull_in, w)
-    intracranial = _step(d-skull_in, w)
-    Ab, Bb = A - brain0, B - brain0                 # brain ellipse half-axes
-    rb = np.sqrt((u/Ab)**2 + (v/Bb)**2)
-    theta = np.arctan2(v, u)
-    # tissue intensities (T1-like: fat and marrow bright, white > grey matter, CSF dark)
-    i_scalp, i_skull, i_csf = U(0.35, 0.45), U(0.70, 0.82), U(0.08, 0.14)
-    i_wm, i_gm = U(0.54, 0.60), U(0.38, 0.44)
-    # gyri: sulci are thin CSF clefts folding in from the cortex along meandering lines
-    # (a warped angular pattern), each lined by grey matter; white matter fills the gyral cores
-    k = int(rng.integers(14, 20))
-    # all smooth noise fields of the slice in one batched FFT: warp, sulcal reach, texture, lesion shape, lesion texture
-    nz = _smooth_noise(rng, size, np.array([7., 5., 2.5, 2., 1.5])*s128, octaves=[1, 1, 2, 1, 1])
-    warp = 3.0*nz[0]
-    fold = np.cos(k*theta + warp + U(0, 2*np.pi))
-    dep = (1.-rb)*(0.5*(Ab+Bb))                    # depth below the cortex (normalised units)
-    reach = 0.09 + 0.04*nz[1]
-    sul = (fold > 0.88) & (dep < reach)
-    gm = np.clip(1 - (dep - 0.03)/0.01, 0, 1)
-    gm = np.maximum(gm, ((fold > 0.35) & (dep < reach + 0.03)).astype(np.float32))
-    tex = nz[2]
-    tissue = (i_wm*(1-gm) + i_gm*gm)*(1 + 0.05*tex)
-    tissue = np.where(sul, i_csf + 0.08, tissue)
-    tissue = ndimage.gaussian_filter(tissue, 0.6*s128)
-    brain = _step(d-brain0, w)
-    # ventricles: a dark butterfly (two tilted ellipses) and a midline slit
-    vs = U(0.8, 1.2)
-    vent = np.zeros_like(x)
-    for sgn in (-1, 1):
-        a = sgn*U(0.30, 0.45)
-        uu, vv = u - sgn*0.075*vs, v + 0.04
-        p = np.cos(a)*uu + np.sin(a)*vv
-        q = -np.sin(a)*uu + np.cos(a)*vv
-        vent = np.maximum(vent, _step((1. - np.sqrt((p/(0.045*vs))**2 + (q/(0.17*vs))**2))*(0.045*vs), w))
-    vent = np.maximum(vent, _step((1. - np.sqrt((u/0.012)**2 + ((v-0.16)/0.06)**2))*0.012, w))
-    img = (i_scalp*(head - _step(d-scalp, w)) + i_skull*skull + i_csf*(intracranial - brain)
-           + brain*(tissue*(1-vent) + i_csf*vent))
-    # the tumour
-    mask = np.zeros((size, size), bool)
-    if cls == "glioma_tumor":       # irregular, heterogeneous, intra-axial, with oedema
-        phi, rho = U(0, 2*np.pi), U(0.25, 0.55)
-        u0, v0 = rho*Ab*np.cos(phi), rho*Bb*np.sin(phi)
-        r0 = U(0.13, 0.19)*zoom
-        du, dv = u-u0, v-v0
-        rt, th = np.sqrt(du**2 + dv**2), np.arctan2(dv, du)
-        shape = 1 + 0.08*nz[3]
-        for kk in range(2, 6):
-            shape += U(0.03, 0.16)/np.sqrt(kk)*np.cos(kk*th + U(0, 2*np.pi))
-        rel = rt/(r0*shape)                          # < 1 inside the mass
-        core = _step((1-rel)*r0, w) * brain
-        halo = np.clip(2.0 - rel, 0, 1)**1.2 * brain * (1-core)
-        het = nz[4]
-        necro = _step((U(0.35, 0.6) - rel)*r0, 2*w)
-        rim = np.clip(1 - np.abs(rel-0.8)/0.25, 0, 1)
-        t_int = U(0.6, 0.7) + 0.15*het + 0.35*rim
-        t_int = t_int*(1-necro) + U(0.15, 0.25)*necro
-        hv = U(0.25, 0.32)
-        img = img*(1-halo*0.5) + halo*(0.5*hv)       # hypo-intense oedema
-        img = img*(1-core) + core*t_int
-        mask = core > 0.5
-    elif cls == "meningioma_tumor":  # bright, well circumscribed, on the inner skull
-        phi = U(0, 2*np.pi)
-        r0 = U(0.12, 0.17)*zoom
-        Ai, Bi = A - skull_in, B - skull_in
-        eu, ev = Ai*np.cos(phi), Bi*np.sin(phi)     # a point on the inner table of the skull
-        nrm = np.hypot(eu, ev)
-        u0, v0 = eu - 0.65*r0*eu/nrm, ev - 0.65*r0*ev/nrm
-        e = U(0.85, 1.15)
-        rt = np.sqrt(((u-u0)*e)**2 + ((v-v0)/e)**2)
-        core = _step(r0-rt, w) * intracranial
-        t_int = U(0.88, 0.98) + 0.03*nz[3]
-        cleft = np.clip(1.6 - rt/r0, 0, 1)*intracranial*(1-core)*0.5
-        img = img*(1-cleft) + cleft*i_csf
-        img = img*(1-core) + core*t_int
-        mask = core > 0.5
-    elif cls == "pituitary_tumor":   # small, round, midline, sellar region (low in the slice)
-        u0, v0 = U(-0.025, 0.025), U(0.40, 0.50)*Bb
-        r0 = U(0.08, 0.11)*zoom
-        e = U(0.85, 1.1)
-        rt = np.sqrt(((u-u0)*e)**2 + ((v-v0)/e)**2)
-        core = _step(r0-rt, w) * brain
-        t_int = U(0.88, 0.98) + 0.03*nz[4]
-        img = img*(1-core) + core*t_int
-        mask = core > 0.5
-    # acquisition: bias field, contrast curve, global level, Rician noise
-    cb = [float(t) for t in rng.normal(0, 0.12, 5)]
-    img = img*np.exp(cb[0]*x + cb[1]*y + cb[2]*x*y + cb[3]*(x*x-1/3) + cb[4]*(y*y-1/3))
-    img = np.clip(img, 0, None)**U(0.8, 1.25)
-    img *= U(0.19, 0.27)/img.mean()     # global level: a random mean, whatever the anatomy
-    sigma = U(0.015, 0.035)
-    n1, n2 = rng.standard_normal((2, size, size), dtype=np.float32)*sigma
-    img = np.sqrt((img+n1)**2 + n2**2)
-    return np.clip(img*255 + 0.5, 0, 255).astype(np.uint8), mask
+    x, y, px = _grid(size)
+    h = _head(rng, x, y, px)
+    img = _anatomy(rng, h, size)
+    img, mask = _TUMOURS[cls](rng, h, img)
+    return _acquire(rng, img, x, y), mask
 
-# %% ../nbs/08_phantom.ipynb #7e5d310d
+# %% ../nbs/08_phantom.ipynb #a2f64b13
 def _jpeg_bytes(arr, quality:int=85) -> bytes:
     "JPEG bytes of a uint8 array (the re-encoded near duplicate; every other file is a PNG from `files.png_bytes`)."
     buf = io.BytesIO(); Image.fromarray(arr).save(buf, format="JPEG", quality=quality); return buf.getvalue()
 
-# %% ../nbs/08_phantom.ipynb #9472dc04
+# %% ../nbs/08_phantom.ipynb #e585b3dd
 def mask_for(path, # path of a phantom image (str or Path)
             )->str: # POSIX path of its tumour mask, or "" when it has none
     "Path of the ground-truth mask of phantom image `path` (`images/` → `masks/`), or '' when there is none."
@@ -178,7 +204,27 @@ def mask_for(path, # path of a phantom image (str or Path)
             return m.as_posix() if m.is_file() else ""
     return ""
 
-# %% ../nbs/08_phantom.ipynb #405b5730
+# %% ../nbs/08_phantom.ipynb #fc1627b5
+_SLICES_PER_PATIENT = 3
+
+def _patient_id(seed, ci, i, split):
+    "Patient ID of slice i of class ci: consecutive slices share one, and a patient never spans two splits."
+    return f"PHANTOM-{seed}-{split or 'all'}-{ci}-{i // _SLICES_PER_PATIENT:04d}"
+
+def _slice_file(img, fmt, patient_id):
+    "(suffix, bytes) of one slice: an 8-bit PNG, or a 16-bit DICOM whose window gives back exactly the 8-bit image."
+    if fmt == "png": return ".png", png_bytes(img)
+    from brain_tumor_cls.dicom import dicom_bytes
+    return ".dcm", dicom_bytes(img.astype(np.uint16)*16, patient_id=patient_id, bits=16, window=(2040.5, 4081))
+
+# %% ../nbs/08_phantom.ipynb #eb1a5dee
+def _border_mark(img):
+    "The planted shortcut: a bright bar (grey level 235) in the lower-right corner, outside the head."
+    s, out = img.shape[0], img.copy()
+    out[round(0.92*s):round(0.97*s), round(0.80*s):round(0.95*s)] = 235
+    return out
+
+# %% ../nbs/08_phantom.ipynb #aec8a6cb
 def _plant_defects(rows, seed, size, folder):
     "Plant the dirty-data defects next to the clean rows; returns the new manifest rows."
     new = []
@@ -211,29 +257,44 @@ def _plant_defects(rows, seed, size, folder):
     fresh("meningioma_tumor", "meningioma_tumor_x_dark.png", png_bytes(np.round(a/a.max()*5).astype(np.uint8)), "near_blank")
     return new
 
-# %% ../nbs/08_phantom.ipynb #0c9ddb60
+# %% ../nbs/08_phantom.ipynb #a94b4267
+def _check_dataset_args(n_per_class, size, dirty, layout, fmt, confound):
+    if layout not in ("flat", "split"): raise ValueError(f"layout must be 'flat' or 'split', got {layout!r}")
+    if fmt not in ("png", "dicom"): raise ValueError(f"format must be 'png' or 'dicom', got {fmt!r}")
+    if n_per_class < 1: raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
+    if dirty and n_per_class < 4: raise ValueError(f"dirty=True needs n_per_class >= 4, got {n_per_class}")
+    if dirty and fmt != "png": raise ValueError("dirty=True plants PNG and JPEG defects: use format='png'")
+    if size < 32: raise ValueError(f"size must be >= 32 pixels, got {size}")
+    if confound is not None and confound not in PHANTOM_CLASSES:
+        raise ValueError(f"confound must be None or one of {PHANTOM_CLASSES}, got {confound!r}")
+
+def _prepare_out(out):
+    "Refuse a foreign `images/` folder; remove the files of an earlier phantom in `out` so no stale image lingers."
+    img_root, csv = out/"images", out/"phantom.csv"
+    if img_root.is_dir() and any(img_root.iterdir()) and not csv.exists():
+        raise FileExistsError(f"{img_root} is not empty and holds no phantom.csv: not a phantom folder, choose another out_dir")
+    if csv.exists():
+        old = read_csv(csv, dtype=str)
+        for f in list(old["path"]) + list(old["mask"]):
+            if f and out in Path(f).parents and Path(f).is_file(): os.unlink(f)
+
+# %% ../nbs/08_phantom.ipynb #53e7c711
 def make_phantom_dataset(out_dir, # folder to write `images/`, `masks/` and `phantom.csv` into
                          n_per_class:int=40, # clean slices per class
                          size:int=128, # width and height in pixels
                          seed:int=0, # dataset seed; slice i of class c uses `default_rng([seed, c, i])`
-                         dirty:bool=False, # plant duplicates, corrupt files and outliers (see above)
+                         dirty:bool=False, # plant duplicates, corrupt files and outliers (see above; PNG only)
                          layout:str="flat", # "flat": images/<class>/; "split": images/{Training,Testing}/<class>/
                          test_frac:float=0.25, # fraction of each class put in Testing (layout "split")
+                         format:str="png", # "png" or "dicom" (16-bit MONOCHROME2 with a window, patient IDs)
+                         confound:str|None=None, # a class whose every slice gets a bright corner mark (a planted shortcut)
                          progress:bool=True, # show a progress bar
                         )->pd.DataFrame: # path, class, split, mask, defect, defect_of
     "Write a synthetic brain-MRI dataset with tumour masks; return its manifest (also saved as `phantom.csv`)."
-    if layout not in ("flat", "split"): raise ValueError(f"layout must be 'flat' or 'split', got {layout!r}")
-    if n_per_class < 1: raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
-    if dirty and n_per_class < 4: raise ValueError(f"dirty=True needs n_per_class >= 4, got {n_per_class}")
-    if size < 32: raise ValueError(f"size must be >= 32 pixels, got {size}")
+    _check_dataset_args(n_per_class, size, dirty, layout, format, confound)
     out = Path(out_dir).absolute()
-    img_root, mask_root, csv = out/"images", out/"masks", out/"phantom.csv"
-    if img_root.is_dir() and any(img_root.iterdir()) and not csv.exists():
-        raise FileExistsError(f"{img_root} is not empty and holds no phantom.csv: not a phantom folder, choose another out_dir")
-    if csv.exists():   # remove the previous phantom's files so no stale image lingers
-        old = read_csv(csv, dtype=str)
-        for f in list(old["path"]) + list(old["mask"]):
-            if f and out in Path(f).parents and Path(f).is_file(): os.unlink(f)
+    img_root, mask_root = out/"images", out/"masks"
+    _prepare_out(out)
     n_test = int(round(n_per_class*test_frac)) if layout == "split" else 0
     def folder(c, i):
         if layout == "flat": return img_root/c, ""
@@ -245,17 +306,16 @@ def make_phantom_dataset(out_dir, # folder to write `images/`, `masks/` and `pha
         jobs = tqdm(jobs, desc="phantoms")
     for ci, c, i in jobs:
         img, m = draw_slice(np.random.default_rng([seed, ci, i]), c, size)
+        if c == confound: img = _border_mark(img)
         d, split = folder(c, i)
-        p = d/f"{c}_{i:04d}.png"
-        atomic_write(p, png_bytes(img))
-        mp = ""
-        if c != "no_tumor":
-            mpath = mask_root/p.relative_to(img_root)
-            atomic_write(mpath, png_bytes(m.astype(np.uint8)*255))
-            mp = mpath.as_posix()
-        rows.append({"path": p.as_posix(), "class": c, "split": split, "mask": mp, "defect": "", "defect_of": ""})
+        sfx, data = _slice_file(img, format, _patient_id(seed, ci, i, split))
+        p = d/f"{c}_{i:04d}{sfx}"
+        atomic_write(p, data)
+        mp = "" if c == "no_tumor" else (mask_root/p.relative_to(img_root)).with_suffix(".png")
+        if mp: atomic_write(mp, png_bytes(m.astype(np.uint8)*255))
+        rows.append({"path": p.as_posix(), "class": c, "split": split, "mask": mp and mp.as_posix(), "defect": "", "defect_of": ""})
     if dirty: rows += _plant_defects(rows, seed, size, folder)
     df = pd.DataFrame(rows, columns=["path", "class", "split", "mask", "defect", "defect_of"])
     df = df.sort_values(["split", "class", "path"], ignore_index=True)
-    write_csv(csv, df)
+    write_csv(out/"phantom.csv", df)
     return df

@@ -105,24 +105,14 @@ def calibrated_model(model, # a btc classifier (raw RGB input, a `logits` layer)
     return keras.Model(model.inputs[0], {"logits": z, "probabilities": p}, name=f"{model.name}_calibrated")
 
 # %% ../nbs/11_predict.ipynb #5fe9df59
-def _predict_fn(model, temperature:float, size:int, layer:str|None=None, eps:float=1e-8):
-    "Compiled uint8 [B,S,S,3] -> calibrated probabilities [B,C], plus (with a Grad-CAM `layer`) maps [B,h,w] in [0,1]."
-    import keras, tensorflow as tf
-    cal, spec = calibrated_model(model, temperature), [tf.TensorSpec([None, size, size, 3], tf.uint8)]
-    if layer is None: return tf.function(lambda x: cal(tf.cast(x, tf.float32), training=False)["probabilities"], input_signature=spec)
-    fm = keras.Model(cal.inputs, [model.get_layer(layer).output, model.get_layer("logits").output, cal.get_layer("probabilities").output])
-    @tf.function(input_signature=spec)
-    def step(x):
-        x = tf.cast(x, tf.float32)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            A, z, p = fm(x, training=False)
-            score = tf.reduce_sum(tf.gather(z, tf.argmax(z, -1, output_type=tf.int32), batch_dims=1))
-        g = tape.gradient(score, A)                                      # same maps as gradcam.gradcam(method="gradcam")
-        cam = tf.nn.relu(tf.einsum("bhwk,bk->bhw", A, tf.reduce_mean(g, axis=(1, 2))))
-        mx = tf.reduce_max(cam, axis=(1, 2)); ok = mx > eps             # an empty (or NaN) map stays all zero
-        return p, tf.where(ok[:, None, None], cam / tf.where(ok, mx, 1.0)[:, None, None], 0.0)
-    return step
+def _probability_fn(model, # a btc classifier (raw RGB input, a `logits` layer)
+                    temperature:float, # its calibration temperature T
+                   ):
+    "Compiled uint8 [B,S,S,3] -> calibrated probabilities [B,C], traced once (fixed input signature)."
+    import tensorflow as tf
+    cal = calibrated_model(model, temperature)
+    spec = [tf.TensorSpec([None, *model.input_shape[1:3], 3], tf.uint8)]
+    return tf.function(lambda x: cal(tf.cast(x, tf.float32), training=False)["probabilities"], input_signature=spec)
 
 # %% ../nbs/11_predict.ipynb #8208b4a2
 def _file_problems(files:list[str]) -> dict[int, str]:
@@ -143,25 +133,29 @@ def _rows(files, classes, probs_by_row, errors, extra) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_predict.ipynb #dc07765d
-def _overlays(images, cams, rows, files, gradcam_dir:Path) -> dict[int, dict]:
-    "Write an overlay per image from its map; returns row index -> {gradcam: file name, gradcam_empty: bool}."
+def _overlays(model, x, P, rows, files, classes, gradcam_dir:Path) -> dict[int, dict]:
+    "Map, overlay PNG and evidence outside the brain per image; row index -> {gradcam, gradcam_empty, outside_brain}."
     from brain_tumor_cls import gradcam as G
     from brain_tumor_cls.files import atomic_write, png_bytes
-    out = {}
-    for i, img, cam in zip(rows, images, cams):
+    k = P.argmax(1)
+    cams, out = G.gradcam(model, np.asarray(x), class_index=k), {}
+    for j, (i, cam, c) in enumerate(zip(rows, cams, k)):
+        img = G.original_image(files[i])
+        share = float(G.shortcut_check([cam], [img], [classes[c]])["outside"].iloc[0])
+        note = "" if np.isnan(share) else f"evidence {share:.0%} outside the brain"
         name = f"{i:04d}_{Path(files[i]).stem}_gradcam.png"
-        atomic_write(gradcam_dir/name, png_bytes(G.overlay(np.asarray(img), cam)))
-        out[int(i)] = dict(gradcam=name, gradcam_empty=bool(float(np.max(cam)) == 0))
+        atomic_write(gradcam_dir/name, png_bytes(G.overlay_image(img, cam, classes[c], float(P[j, c]), note=note)))
+        out[int(i)] = dict(gradcam=name, gradcam_empty=not cam.max() > 0, outside_brain=share)
     return out
 
 # %% ../nbs/11_predict.ipynb #f35434f3
 def predict_files(model_path:str|Path, # a `.keras` file written by btc
                   images:list, # image files and/or folders
                   out:str|Path="predictions.csv", # CSV to write
-                  gradcam_dir:str|Path|None=None, # if given, write a Grad-CAM overlay PNG per image here
+                  gradcam_dir:str|Path|None=None, # if given, write an explanation overlay PNG per image here
                   batch_size:int=32, # images per forward pass
                   progress:bool=True, # show a progress bar
-                 ) -> pd.DataFrame: # path, predicted, confidence, p_<class>..., [gradcam, gradcam_empty], error
+                 ) -> pd.DataFrame: # path, predicted, confidence, p_<class>..., [gradcam, gradcam_empty, outside_brain], error
     "Class and calibrated probabilities for each image file; unreadable files get an `error` saying why."
     from tqdm.auto import tqdm
     check_model_path(model_path)
@@ -173,13 +167,11 @@ def predict_files(model_path:str|Path, # a `.keras` file written by btc
     ok = [i for i in range(len(files)) if i not in errors]
     probs, extra = {}, {}
     with quiet_native_logs(), tqdm(total=len(ok), desc="predict", unit="img", disable=not progress) as bar:
-        if gradcam_dir is not None: from brain_tumor_cls.gradcam import find_target_layer
-        fn = _predict_fn(m, T, size, None if gradcam_dir is None else find_target_layer(m))
+        fn = _probability_fn(m, T)
         for idx, x in (_stream(files, ok, size, batch_size) if ok else []):
-            r, idx = fn(x), np.asarray(idx)
-            P = np.asarray(r[0] if gradcam_dir is not None else r)
+            P, idx = np.asarray(fn(x)), np.asarray(idx)
             probs.update(zip(idx.tolist(), P))
-            if gradcam_dir is not None: extra.update(_overlays(np.asarray(x), np.asarray(r[1]), idx, files, Path(gradcam_dir)))
+            if gradcam_dir is not None: extra.update(_overlays(m, x, P, idx, files, classes, Path(gradcam_dir)))
             bar.update(len(idx))
     df = _rows(files, classes, probs, errors, extra)
     write_csv(out, df)

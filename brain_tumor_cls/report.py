@@ -15,8 +15,7 @@ from .files import atomic_write, data_uri, display_path, figure_png, read_csv, r
 # %% auto #0
 __all__ = ['HEADLINE', 'PER_CLASS', 'SECTIONS', 'Safe', 'esc', 'tag', 'table', 'load_run', 'figure', 'section_dataset',
            'section_audit', 'section_splits', 'section_training', 'per_class_table', 'section_metrics',
-           'section_confusion', 'section_roc', 'section_calibration', 'section_gradcam', 'section_config',
-           'build_report']
+           'section_confusion', 'section_roc', 'section_calibration', 'section_gradcam', 'build_report']
 
 # %% ../nbs/09_report.ipynb #9fb19e0d
 class Safe(str):
@@ -69,7 +68,8 @@ def load_run(run_dir:str|Path, # a run folder written by `btc run`
     d = Path(run_dir)
     return dict(run_dir=d, config=_json(d/"config.json"), metrics=_json(d/"metrics.json"), manifest=_csv(d/"manifest.csv"),
                 audit=_csv(d/"audit.csv"), splits=_csv(d/"splits.csv"), augmented=_csv(d/"augmented.csv"),
-                history=_csv(d/"history.csv"), predictions=_csv(d/"predictions.csv"), gallery=_csv(d/"gradcam"/"gallery.csv"))
+                history=_csv(d/"history.csv"), predictions=_csv(d/"predictions.csv"), gallery=_csv(d/"gradcam"/"gallery.csv"),
+                shortcuts=_csv(d/"gradcam"/"shortcuts.csv"))
 
 # %% ../nbs/09_report.ipynb #7b79242a
 def _fig_uri(fig) -> str:
@@ -219,39 +219,64 @@ def section_calibration(run):
                          f"{cal['ece_after']:.3f} after ({cal['n_bins']} bins).") + fig)
 
 # %% ../nbs/09_report.ipynb #b53a00fa
+_METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "layercam": "LayerCAM", "scorecam": "Score-CAM"}
+
+def _first(g:pd.DataFrame, col:str, default:str="") -> str:
+    "The gallery's first value of `col` as text; `default` when the column is missing or empty."
+    v = str(g[col].iloc[0]) if col in g and len(g) else ""
+    return default if v in ("", "nan") else v
+
 def _gallery_figure(d:Path, r) -> Safe|None:
     f = d/str(r.file)
     if not f.is_file(): return None
     cap = [f"true: {r.true}", tag("br"), f"predicted: {r.predicted} ({float(r.confidence):.0%})"]
     if str(getattr(r, "note", "") or "") not in ("", "nan"): cap += [tag("br"), str(r.note)]
+    out = float(getattr(r, "outside_brain", np.nan) or np.nan)
+    if not np.isnan(out): cap += [tag("br"), f"evidence {out:.0%} outside the brain"]
     return tag("figure", tag("img", src=data_uri(f.read_bytes()), alt=str(r.file)), tag("figcaption", *cap),
                class_="ok" if bool(r.correct) else "bad")
 
-def section_gradcam(run:dict) -> Safe|None:
-    "The Grad-CAM gallery: correct and wrong predictions, with the explained block."
+def _gallery(run:dict) -> list:
+    "The gallery's paragraphs and figures (empty when the run has no gallery)."
     g = run["gallery"]
-    if g is None or not len(g): return None
-    layer = str(g["layer"].iloc[0]) if "layer" in g and str(g["layer"].iloc[0]) not in ("", "nan") else "mixed10"
-    grid = f", a {str(g['grid'].iloc[0]).replace('x', '×')} grid" if "grid" in g and str(g["grid"].iloc[0]) not in ("", "nan") else ""
-    out = [tag("p", "Grad-CAM of the predicted class's logit at block ", tag("code", layer), f"{grid}. Green frame: correct "
+    if g is None or not len(g): return []
+    method, layer = _METHOD_NAMES.get(_first(g, "method"), _first(g, "method", "Grad-CAM")), _first(g, "layer", "mixed10")
+    grid = f", a {_first(g, 'grid').replace('x', '×')} grid" if _first(g, "grid") else ""
+    out = [tag("p", f"{method} map of the predicted class at block ", tag("code", layer), f"{grid}. Green frame: correct "
                     "prediction; red frame: wrong. Warm colours mark the regions that raised the score.")]
     for ok, title in [(True, "Correct predictions"), (False, "Wrong predictions")]:
         sub = g[g["correct"].astype(bool) == ok]
         figs = [f for r in sub.itertuples(index=False) if (f := _gallery_figure(run["run_dir"]/"gradcam", r)) is not None]
         out += [tag("h3", f"{title} ({len(sub)})"), tag("div", *figs, class_="gal") if figs else tag("p", "None in the gallery.")]
-    return Safe("\n".join(out))
+    return out
 
-def section_config(run:dict) -> Safe|None:
-    "The run's configuration and library versions, as recorded in config.json."
-    cfg = run["config"]
-    if not cfg: return None
-    return Safe(tag("p", "Repeat this run with ", tag("code", "btc run --config RUN/config.json --out NEW_RUN"), ".")
-                + tag("pre", json.dumps(cfg, indent=2, sort_keys=True, default=str)))
+# %% ../nbs/09_report.ipynb #d4274ada
+def _shortcuts(run:dict, warn_rate:float=0.25) -> list:
+    "Evidence outside the brain per predicted class, from `gradcam/shortcuts.csv` (empty when the run has none)."
+    from brain_tumor_cls.gradcam import shortcut_summary
+    s = run.get("shortcuts")
+    if s is None or not len(s) or not {"predicted", "outside", "flagged"} <= set(s.columns): return []
+    s = s.assign(flagged=s["flagged"].astype(str).str.lower().isin(["true", "1", "yes"]), outside=pd.to_numeric(s["outside"], errors="coerce"))
+    t = shortcut_summary(s).reset_index().rename(columns={"n": "predictions", "rate": "flagged rate", "outside": "mean share outside"})
+    out = [tag("h3", "Evidence outside the brain"),
+           tag("p", f"For each of the {len(s)} test predictions, the share of its map's energy outside the head (an intensity "
+                    "mask: Otsu threshold, largest connected component, filled). A prediction is flagged when most of its "
+                    "evidence lies outside. A class with a high flagged rate is likely recognised by a shortcut in the "
+                    "background, not by the brain: look at its maps."), table(t)]
+    high = t.loc[t["flagged rate"] >= warn_rate, "class"].astype(str).tolist()
+    if high: out.append(tag("p", f"Possible shortcut: {', '.join(high)} — at least {warn_rate:.0%} of these predictions rest "
+                                 "mostly on evidence outside the brain.", class_="warn"))
+    return out
+
+def section_gradcam(run:dict) -> Safe|None:
+    "The explanation gallery (correct and wrong predictions, with the explained method and block) and the shortcut check."
+    out = _gallery(run) + _shortcuts(run)
+    return Safe("\n".join(out)) if out else None
 
 # %% ../nbs/09_report.ipynb #62952e23
 SECTIONS = {"dataset": "Dataset", "audit": "Audit: what was found and rejected", "splits": "Splits",
             "training": "Training curves", "metrics": "Metrics (test set)", "confusion": "Confusion matrix",
-            "roc": "ROC curves", "calibration": "Calibration", "gradcam": "Grad-CAM gallery",
+            "roc": "ROC curves", "calibration": "Calibration", "gradcam": "Explanations: gallery and evidence outside the brain",
             "config": "Configuration and versions"}
 
 _CSS = """body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222}

@@ -163,3 +163,34 @@ def test_small_cnn_learns_the_classes():
     acc = model.evaluate(std(Xte), yte, verbose=0)[1]
     print(f"small CNN: held-out accuracy {acc:.3f}")
     assert acc >= 0.7
+
+
+def test_format_switch_leaves_no_stale_files(tmp_path):
+    "Rewriting a PNG phantom as DICOM (and back) in the same folder removes the other format's slices."
+    png = make_phantom_dataset(tmp_path, n_per_class=3, size=64, layout="split", progress=False)
+    dcm = make_phantom_dataset(tmp_path, n_per_class=3, size=64, layout="split", format="dicom", progress=False)
+    files = lambda: sorted(p.as_posix() for p in (tmp_path/"images").rglob("*.*"))
+    assert files() == sorted(dcm.path) and all(p.endswith(".dcm") for p in files())
+    assert sorted(dcm["mask"]) == sorted(png["mask"])                      # masks stay PNG, same places
+    make_phantom_dataset(tmp_path, n_per_class=3, size=64, progress=False)
+    assert all(p.endswith(".png") for p in files())
+    with pytest.raises(ValueError, match="format"): make_phantom_dataset(tmp_path/"x", 3, format="nifti", progress=False)
+
+
+def test_dicom_patients_group_slices_within_a_split(tmp_path):
+    "Several slices share a Patient ID; no patient spans two splits or two classes."
+    from brain_tumor_cls.dicom import dicom_header
+    df = make_phantom_dataset(tmp_path, n_per_class=7, size=64, layout="split", test_frac=0.3, format="dicom", progress=False)
+    df["patient"] = [dicom_header(p)["patient_id"] for p in df.path]
+    per = df.groupby("patient").agg(n=("path", "size"), splits=("split", "nunique"), classes=("class", "nunique"))
+    assert (per.splits == 1).all() and (per.classes == 1).all() and per.n.max() >= 2
+
+
+def test_confound_mark_is_the_only_difference(tmp_path):
+    "With a confound, the marked class differs from the clean dataset only inside the corner bar; other classes not at all."
+    clean = make_phantom_dataset(tmp_path/"a", n_per_class=3, size=96, progress=False)
+    conf = make_phantom_dataset(tmp_path/"b", n_per_class=3, size=96, confound="meningioma_tumor", progress=False)
+    for a, b, c in zip(clean.path, conf.path, conf["class"]):
+        d = np.asarray(Image.open(a)) != np.asarray(Image.open(b))
+        if c != "meningioma_tumor": assert not d.any()
+        else: assert d.any() and not d[:80].any() and not d[:, :70].any()

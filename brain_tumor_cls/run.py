@@ -111,7 +111,7 @@ SETTINGS = (
     Setting("label_smoothing", float, None, "train", "ε of label smoothing (default: the recipe's)", 0.0, 0.5),
     Setting("mixed_precision", bool, False, "train", "float16 compute on a GPU (ignored, with a warning, without one)"),
     Setting("jit_compile", str, "auto", "train", "XLA-compile the training step on a GPU: auto (Keras decides), on or off", choices=("auto", "on", "off")),
-    Setting("gallery", int, 8, "gradcam", "Grad-CAM gallery size (half correct, half wrong where possible)", 0, 64),
+    Setting("gallery", int, 8, "gradcam", "overlays in the report's explanation gallery (half correct, half wrong where possible)", 0, 64),
     Setting("workers", int, 2, None, "processes for scanning and hashing", 1, 64),
 )
 SETTING = {s.name: s for s in SETTINGS}
@@ -189,7 +189,7 @@ STAGES = (
           derived=("weights_resolved", "recipe")),
     Stage("evaluate", "test split, bootstrap 95% CIs", ("predictions.csv", "metrics.json", "figures/confusion_matrix.png",
                                                         "figures/roc.png", "figures/reliability.png")),
-    Stage("gradcam", "Grad-CAM gallery of test images", ("gradcam",)),
+    Stage("gradcam", "explanations: evidence outside the brain for every test image, a gallery of overlays", ("gradcam",)),
     Stage("report", "one self-contained report.html", ("report.html",)),
 )
 STAGE = {s.name: s for s in STAGES}
@@ -595,24 +595,36 @@ def pick_gallery(pred, # the predictions table
     return pd.concat([right.head(n - nw), wrong.head(nw)], ignore_index=True)
 
 def gradcam_stage(run:Run):
-    "Grad-CAM overlays of the gallery rows (`gradcam/*.png`, `gradcam/gallery.csv`)."
+    "Explanations of the test predictions: the shortcut check of every one (`gradcam/shortcuts.csv`) and readable overlays of the gallery rows (`gradcam/*.png`, `gradcam/gallery.csv`)."
     import numpy as np, pandas as pd
     from brain_tumor_cls import gradcam as G, pipeline
     from brain_tumor_cls.files import atomic_write, png_bytes
     c, m = run.cfg, load_run_model(run); classes = pipeline.class_names(run.table("splits"))
-    g, d, rows = pick_gallery(run.table("predictions"), c["gallery"]), run.out/"gradcam", []
+    pred, d, rows = run.table("predictions"), run.out/"gradcam", []
+    cols = ["file", "path", "true", "predicted", "confidence", "correct", "note", "method", "layer", "grid", "outside_brain"]
     d.mkdir(exist_ok=True)
-    if len(g):
-        imgs = pipeline.load_images(g["path"].tolist(), c["image_size"]); layer = G.find_target_layer(m)
-        cams = G.gradcam(m, imgs, class_index=[classes.index(p) for p in g["predicted"]], layer=layer)
-        for i, (r, img, cam) in enumerate(zip(g.itertuples(index=False), imgs, cams)):
-            atomic_write(d/f"{i:03d}.png", png_bytes(G.overlay(img, cam)))
-            rows.append(dict(file=f"{i:03d}.png", path=r.path, true=r.true, predicted=r.predicted, confidence=float(r.confidence),
-                             correct=r.true == r.predicted, note="empty map" if float(np.max(cam)) == 0 else "",
-                             layer=layer, grid="x".join(map(str, cams.shape[1:]))))
-    cols = ["file", "path", "true", "predicted", "confidence", "correct", "note", "layer", "grid"]
+    if not len(pred):
+        write_csv(d/"shortcuts.csv", pd.DataFrame(columns=["path", "predicted", "outside", "outside_area", "flagged"]))
+        write_csv(d/"gallery.csv", pd.DataFrame(columns=cols)); return "0 overlays"
+    paths, layer = pred["path"].tolist(), G.default_layer(m)
+    with quiet_native_logs():
+        cams = G.gradcam(m, pipeline.load_images(paths, c["image_size"]), class_index=[classes.index(p) for p in pred["predicted"]],
+                         layer=layer, batch_size=c["batch_size"], progress=run.progress)
+    checks = G.shortcut_check(cams, (G.original_image(p) for p in paths), pred["predicted"].tolist())
+    checks.insert(0, "path", paths)
+    write_csv(d/"shortcuts.csv", checks)
+    at, g = {p: i for i, p in enumerate(paths)}, pick_gallery(pred, c["gallery"])
+    for i, r in enumerate(g.itertuples(index=False)):
+        k = at[r.path]; cam, share = cams[k], float(checks["outside"].iloc[k])
+        note = "" if np.isnan(share) else f"evidence {share:.0%} outside the brain"
+        ov = G.overlay_image(G.original_image(r.path), cam, r.predicted, float(r.confidence), note=note)
+        atomic_write(d/f"{i:03d}.png", png_bytes(ov))
+        rows.append(dict(file=f"{i:03d}.png", path=r.path, true=r.true, predicted=r.predicted, confidence=float(r.confidence),
+                         correct=r.true == r.predicted, note="empty map" if not cam.max() > 0 else "", method=G.DEFAULT_METHOD,
+                         layer=layer, grid="x".join(map(str, cams.shape[1:])), outside_brain=share))
     write_csv(d/"gallery.csv", pd.DataFrame(rows, columns=cols))
-    return f"{len(rows)} overlays"
+    flagged = checks.groupby("predicted")["flagged"].mean()
+    return f"{len(rows)} overlays; evidence mostly outside the brain: " + ", ".join(f"{k} {v:.0%}" for k, v in flagged.items())
 
 def report_stage(run:Run):
     "Write `report.html` from the files of the run folder."

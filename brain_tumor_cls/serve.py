@@ -134,7 +134,7 @@ class Predictor:
         "Calibrated probabilities and the Grad-CAM map of each image's predicted class."
         from brain_tumor_cls import gradcam as G
         P = np.asarray(self._probs(x))
-        return P, G.gradcam(self.model, x, class_index=P.argmax(1), layer=self.layer)
+        return P, G.gradcam(self.model, x, class_index=P.argmax(1), layer=self.layer, method="gradcam")  # what the page describes
 
 # %% ../nbs/14_serve.ipynb #880c9a26
 def load_predictor(model_path:str|Path, # a `.keras` file written by btc

@@ -58,7 +58,8 @@ def main():
         fn = P._probability_fn(m, 1.0)
         for mode in a.modes.split(","):
             if mode == "gradcam":   # the same compiled steps predict_files runs: probabilities, then the default map
-                base = {"compiled": lambda b: (fn(b), G.gradcam(m, b, class_index=np.asarray(fn(b)).argmax(1)))}
+                def step(b): p = fn(b); return p, G.gradcam(m, b, class_index=np.asarray(p).argmax(1))
+                base = {"compiled": step}
             else: base = {"compiled": lambda b: fn(b)}
             if mode == "plain": base["model_predict"] = lambda b: m.predict(b, batch_size=a.batch_size, verbose=0)
             def baselines():

@@ -230,7 +230,7 @@ def main(argv:list[str]|None=None, # arguments (default: sys.argv[1:])
     try:
         COMMANDS[a.command](a, log, not a.quiet)
         log(f"done in {time.perf_counter() - t0:.0f}s")
-        if os.environ.get("TF_CONFIG"):   # a cluster's tf.data threads can hold the interpreter's exit for minutes
+        if os.environ.get("TF_CONFIG") and a.command in ("run", "train"):   # cluster tf.data threads can hold the exit for minutes
             sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
         return 0
     except KeyboardInterrupt:

@@ -531,11 +531,12 @@ def calibrate(run:Run, classes:list) -> str:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always"); run.temperature = E.fit_temperature(val, classes)
     for w in caught: run.log(f"      note: {w.message}")
-    fitted = len(val) >= MIN_CALIBRATION_IMAGES and not any("at the bound" in str(w.message) for w in caught)
-    if not fitted: run.temperature = 1.0
+    why = (f"{len(val)} validation images are too few (at least {MIN_CALIBRATION_IMAGES})" if len(val) < MIN_CALIBRATION_IMAGES
+           else "the fit reached the edge of its search interval" if any("at the bound" in str(w.message) for w in caught)
+           else "every validation image is classified correctly" if caught else "")
+    if why: run.temperature = 1.0
     M.set_temperature(run.out/"model.keras", run.temperature)
-    return (f"temperature {run.temperature:.2f} fitted on {len(val)} validation images" if fitted else
-            f"no temperature applied (T = 1): {len(val)} validation images do not determine one")
+    return f"no temperature applied (T = 1): {why}" if why else f"temperature {run.temperature:.2f} fitted on {len(val)} validation images"
 
 # %% ../nbs/10_run.ipynb #eccfb7f0
 @contextlib.contextmanager
@@ -557,9 +558,10 @@ def quiet_native_logs():
 def load_run_model(run:Run):
     "The run's trained model (in memory, or `model.keras` loaded in safe mode); returns it."
     if run.model is None:
-        from brain_tumor_cls import model as M
         if not (run.out/"model.keras").is_file(): raise UsageError(f"'{display_path(run.out)}' has no model.keras: train first (btc train / btc run)")
-        with quiet_native_logs(): run.model, meta = M.load_model(run.out/"model.keras")
+        with quiet_native_logs():   # importing `model` imports TensorFlow, whose start-up lines stay silent
+            from brain_tumor_cls import model as M
+            run.model, meta = M.load_model(run.out/"model.keras")
         run.temperature = meta["temperature"]
     return run.model
 
@@ -652,7 +654,8 @@ def _differences(old:dict, new:dict, upto:str) -> list[str]:
     "Settings of the stages up to `upto` whose values differ, as 'name old -> new'; returns the list."
     names = [s.name for s in STAGES]
     keys = [k for st in names[:names.index(upto) + 1] for k in settings_of(st)]
-    return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if k in old and old.get(k) != new.get(k)]
+    return [f"{k} {old[k]!r} -> {new.get(k)!r}" if k in old else f"{k} (not recorded) -> {new.get(k)!r}"
+            for k in keys if k not in old or old[k] != new.get(k)]
 
 # %% ../nbs/10_run.ipynb #630a1bf4
 def plan(folder:RunFolder, # the (locked) run folder

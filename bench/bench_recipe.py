@@ -12,7 +12,8 @@ validation loss drives ReduceLROnPlateau/EarlyStopping, the test curve is only r
 It reports the final weights and, when early stopping restores them, the weights of the best validation loss.
 
 Run: `python bench/bench_recipe.py --data /work/shared/data/sartaj-brain-mri --config NAME` (`--list` shows the
-names; `--config speed` measures training images/s per input size). Appends or updates the row NAME in
+names; `--config speed` measures training images/s per input size,
+`--config shortcut` how far a classifier on framing and brightness alone gets). Appends or updates the row NAME in
 `bench/results/bench_recipe.json` (machine, load average at start/end, CPU share, settings, metrics, wall time).
 """
 import argparse, hashlib, json, math, os, platform, statistics, sys, tempfile, time, warnings
@@ -31,22 +32,33 @@ BASE = dict(size=96, epochs=12, batch=32, optimizer="adam", lr=1e-3, weight_deca
             warmup_epochs=0.0, final_lr_frac=0.0, lr_patience=3, min_lr=1e-6,
             label_smoothing=0.0, augment="hv_bc", bn_momentum=0.6,
             patience=10, restore_best=True,   # EarlyStopping on val_loss (None: off, the final weights are kept)
-            dense_units=512, dropout=0.5, class_weight=None, seed=0, jit=False)
+            dense_units=512, dropout=0.5, class_weight=None, seed=0, jit=False,
+            eval_every=1,             # score val and test every N epochs (and after the last)
+            crop=False)               # crop each image to the square around its content before resizing
 
-COS = dict(schedule="cosine", warmup_epochs=1.0, final_lr_frac=0.0, patience=None, restore_best=False)
+COS = dict(schedule="cosine", warmup_epochs=1.0, final_lr_frac=0.0, patience=None, restore_best=False, eval_every=3)
+REC = dict(COS, augment="h_bc", label_smoothing=0.1, bn_momentum=0.9)   # the recommended bundle
 CONFIGS = {
     # proxies, 6 epochs. The issue's hand-picked flags (today's scratch path at 96 px with --online-augment):
     "base96": dict(epochs=6),
-    # one factor at a time from warm-up + cosine (final weights, no early stopping)
+    # warm-up + cosine instead of constant + ReduceLROnPlateau (final weights, no early stopping); nothing else changed
     "cos96": dict(epochs=6, **COS),
+    # + label-preserving augmentation (no vertical flip), label smoothing 0.1, BatchNorm momentum 0.9
+    "rec96": dict(epochs=6, **REC),
+    # the bundle on images cropped to the brain (framing differs by class and by folder in SARTAJ)
+    "rec96_crop": dict(epochs=6, **REC, crop=True),
+    # the bundle at full length
+    "rec96_e14": dict(REC, epochs=14, eval_every=2),
+    # one factor at a time from cos96 (defined for later runs; see the results file for which ones ran)
     "cos96_h": dict(epochs=6, **COS, augment="h_bc"),
     "cos96_ls": dict(epochs=6, **COS, label_smoothing=0.1),
-    "cos96_aff": dict(epochs=6, **COS, augment="aff_s"),
     "cos96_bn9": dict(epochs=6, **COS, bn_momentum=0.9),
+    "cos96_aff": dict(epochs=6, **COS, augment="aff_s"),
     "cos96_adamw": dict(epochs=6, **COS, optimizer="adamw", weight_decay=0.05),
     "cos96_lr3": dict(epochs=6, **COS, lr=3e-3),
     "cos96_b16": dict(epochs=6, **COS, batch=16),
-    "onecycle96": dict(epochs=6, schedule="onecycle", patience=None, restore_best=False),
+    "onecycle96": dict(epochs=6, schedule="onecycle", patience=None, restore_best=False, eval_every=3),
+    "rec128": dict(epochs=6, **REC, size=128),
 }
 
 # augmentation policies: (horizontal flip, vertical flip, rotation deg, shift frac, zoom frac, brightness, contrast)
@@ -63,7 +75,7 @@ AUGMENT = {
 
 def settings_of(name):
     "The full settings of configuration `name`."
-    if name not in CONFIGS: raise SystemExit(f"unknown --config {name!r}; known: speed, {', '.join(CONFIGS)}")
+    if name not in CONFIGS: raise SystemExit(f"unknown --config {name!r}; known: speed, shortcut, {', '.join(CONFIGS)}")
     return {**BASE, **CONFIGS[name]}
 
 
@@ -83,18 +95,44 @@ def prepare_split(data, cache):
     return sp, path
 
 
-def load_arrays(sp, size, cache, key):
-    "{split: (uint8 [N,S,S,3], int labels)} decoded with `pipeline.load_images`, cached as .npz per size."
+def content_box(grey, thresh=20, min_frac=0.01, margin=0.02):
+    "Square box (l, t, r, b) around the rows/columns where more than `min_frac` of the pixels exceed `thresh`."
+    m = grey > thresh
+    rows, cols = np.flatnonzero(m.mean(1) > min_frac), np.flatnonzero(m.mean(0) > min_frac)
+    h, w = grey.shape
+    if len(rows) == 0 or len(cols) == 0: return 0, 0, w, h
+    t, b, l, r = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    side = max(b - t, r - l) * (1 + 2 * margin)
+    cy, cx = (t + b) / 2, (l + r) / 2
+    return tuple(int(round(v)) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+
+
+def load_cropped(paths, size):
+    "Like `pipeline.load_images`, but each image first cropped to the square around its content (black outside)."
+    import tensorflow as tf
+    from PIL import Image
+    out = np.zeros((len(paths), size, size, 3), np.uint8)
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            box = content_box(np.asarray(im.convert("L")))
+            a = np.asarray(im.crop(box))   # PIL fills outside the image with black
+        out[i] = tf.cast(tf.image.resize(a, (size, size), method="bilinear") + 0.5, tf.uint8).numpy()
+    return out
+
+
+def load_arrays(sp, size, cache, key, crop=False):
+    "{split: (uint8 [N,S,S,3], int labels)} decoded with `pipeline.load_images` (or `load_cropped`), cached as .npz."
     from brain_tumor_cls import pipeline
     classes = pipeline.class_names(sp)
     out = {}
     for s in ("train", "val", "test"):
         rows = sp[sp["split"] == s]
-        f = Path(cache) / f"{key}-{s}-{size}px.npz"
+        f = Path(cache) / f"{key}-{s}-{size}px{'-crop' if crop else ''}.npz"
         if f.exists():
             z = np.load(f); x, y = z["x"], z["y"]
         else:
-            x = pipeline.load_images(rows["path"].tolist(), size)
+            x = (load_cropped if crop else pipeline.load_images)(rows["path"].tolist(), size)
             y = np.array([classes.index(c) for c in rows["class"]], np.int32)
             tmp = f.with_suffix(".tmp.npz"); np.savez(tmp, x=x, y=y); os.replace(tmp, f)
         out[s] = (x, y)
@@ -210,29 +248,41 @@ def scores(m, x, y, n_classes):
                 loss=nll, cm=confusion_matrix(y, pred, labels=range(n_classes)).tolist())
 
 
+def scores_both(m, arrays, n_classes):
+    "`scores` of val and test from one predict call (one trace, one pass)."
+    (xv, yv), (xt, yt) = arrays["val"], arrays["test"]
+    class Fixed:   # hands `scores` the slice of the joint predictions
+        def __init__(self, p): self.p = p
+        def predict(self, x, **kw): return self.p
+    p = m.predict(np.concatenate([xv, xt]), batch_size=64, verbose=0)
+    return scores(Fixed(p[:len(yv)]), None, yv, n_classes), scores(Fixed(p[len(yv):]), None, yt, n_classes)
+
+
 def epoch_callback(arrays, n_classes, st):
     import keras
     class Epochs(keras.callbacks.Callback):
         "Scores val and test after each epoch (val_loss feeds the callbacks after it), times the training batches."
         def __init__(self):
-            super().__init__(); self.rows, self.best, self.best_weights, self.wait = [], np.inf, None, 0
+            super().__init__(); self.rows, self.best, self.wait = [], np.inf, 0
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = self.t1 = time.perf_counter(); self.c0 = self.c1 = cpu_seconds()
         def on_train_batch_end(self, batch, logs=None): self.t1, self.c1 = time.perf_counter(), cpu_seconds()
         def on_epoch_end(self, epoch, logs=None):
             t = time.perf_counter()
-            va, te = (scores(self.model, *arrays[s], n_classes) for s in ("val", "test"))
-            lr = float(np.array(self.model.optimizer.learning_rate))
-            row = dict(epoch=epoch + 1, lr=lr, loss=float(logs["loss"]), accuracy=float(logs["accuracy"]),
-                       **{f"val_{k}": v for k, v in va.items()}, **{f"test_{k}": v for k, v in te.items()},
-                       train_s=round(self.t1 - self.t0, 2), train_cpu_s=round(self.c1 - self.c0, 2), eval_s=round(time.perf_counter() - t, 2),
-                       load1=os.getloadavg()[0])
+            row = dict(epoch=epoch + 1, lr=float(np.array(self.model.optimizer.learning_rate)), loss=float(logs["loss"]),
+                       accuracy=float(logs["accuracy"]), train_s=round(self.t1 - self.t0, 2),
+                       train_cpu_s=round(self.c1 - self.c0, 2))
+            if (epoch + 1) % st["eval_every"] == 0 or epoch + 1 == st["epochs"]:
+                va, te = scores_both(self.model, arrays, n_classes)
+                row |= {f"val_{k}": v for k, v in va.items()} | {f"test_{k}": v for k, v in te.items()}
+                logs["val_loss"], logs["val_accuracy"] = va["loss"], va["acc"]
+                self.early_stop(va["loss"])
+            row |= dict(eval_s=round(time.perf_counter() - t, 2), load1=os.getloadavg()[0])
             self.rows.append(row)
-            logs["val_loss"], logs["val_accuracy"] = va["loss"], va["acc"]
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if "cm" not in k), flush=True)
-            if va["loss"] < self.best:
-                self.best, self.wait = va["loss"], 0
-                if st["restore_best"]: self.best_weights = self.model.get_weights()
+        def early_stop(self, val_loss):
+            if val_loss < self.best:
+                self.best, self.wait = val_loss, 0
             else:
                 self.wait += 1
                 if st["patience"] is not None and self.wait >= st["patience"]: self.model.stop_training = True
@@ -255,26 +305,28 @@ def cpu_seconds():
 
 def summarize(rows, st, n_train):
     "Final, best-validation-loss and (oracle, never used to choose) best-test epochs; images/s of the training batches."
-    h = pd.DataFrame(rows)
+    all_ = pd.DataFrame(rows)
+    h = all_[all_["val_loss"].notna()]   # the epochs that were scored
     item = lambda v: v.item() if hasattr(v, "item") else v
     pick = lambda i: {k: item(h.loc[i, k]) for k in ("epoch", "val_acc", "val_f1", "test_acc", "test_f1", "test_cm")}
-    best = int(h["val_loss"].idxmin())
-    used = best if st["restore_best"] else len(h) - 1
-    later = h.iloc[1:] if len(h) > 1 else h   # the first epoch includes tracing
+    last, best = h.index[-1], h["val_loss"].idxmin()
+    used = best if st["restore_best"] else last
+    later = all_.iloc[1:] if len(all_) > 1 else all_   # the first epoch includes tracing
     ips, ipc = n_train / later["train_s"], n_train / later["train_cpu_s"]
     return {"reported": "best_val_loss" if st["restore_best"] else "final", **pick(used),
-            "final": pick(len(h) - 1), "best_val_loss": pick(best), "oracle_best_test": pick(int(h["test_acc"].idxmax())),
-            "epochs_run": len(h), "train_img_per_s": round(float(ips.median()), 2),
+            "final": pick(last), "best_val_loss": pick(best), "oracle_best_test": pick(h["test_acc"].idxmax()),
+            "epochs_run": len(all_), "train_img_per_s": round(float(ips.median()), 2),
             "train_img_per_cpu_s": round(float(ipc.median()), 2), "epoch_train_s_median": round(float(later["train_s"].median()), 1),
             "train_cpu_share": round(float(later["train_cpu_s"].sum() / later["train_s"].sum() / os.cpu_count()), 3)}
 
 
-def run_config(name, data, cache):
+def run_config(name, data, cache, smoke=False):
     import keras
-    st = settings_of(name)
+    st = settings_of(name) | (dict(epochs=2, eval_every=1) if smoke else {})
     load0, t0, c0 = os.getloadavg(), time.perf_counter(), cpu_seconds()
     sp, split_path = prepare_split(data, cache)
-    arrays, classes = load_arrays(sp, st["size"], cache, split_path.stem)
+    arrays, classes = load_arrays(sp, st["size"], cache, split_path.stem, st["crop"])
+    if smoke: arrays = {k: (x[::40], y[::40]) for k, (x, y) in arrays.items()}   # a check of the script, not a measurement
     (xtr, ytr), n = arrays["train"], len(classes)
     steps = math.ceil(len(ytr) / st["batch"])
     m = build(st, n, steps)
@@ -336,18 +388,55 @@ def speed(data, cache, sizes=(96, 128, 160), batches=(32,), steps=6, warm=2):
             "machine": machine(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+# -- how far shortcuts go: a classifier that sees only framing, brightness and aspect ratio --------------------------
+def global_features(x, paths):
+    "Per image: content rows/cols fraction, foreground fraction and mean, grey mean and std, log aspect ratio of the file."
+    from PIL import Image
+    g = x.mean(-1); m = g > 20
+    fg_mean = np.array([gi[mi].mean() if mi.any() else 0.0 for gi, mi in zip(g, m)])
+    wh = np.array([Image.open(p).size for p in paths], float)
+    return np.c_[(m.mean(2) > 0.01).mean(1), (m.mean(1) > 0.01).mean(1), m.mean((1, 2)), fg_mean,
+                 g.mean((1, 2)), g.std((1, 2)), np.log(wh[:, 0] / wh[:, 1])]
+
+
+def shortcut_probe(data, cache):
+    "A random forest on `global_features` (nothing about the tumour): accuracy and macro F1 on val and test."
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import f1_score
+    load0, t0 = os.getloadavg(), time.perf_counter()
+    sp, split_path = prepare_split(data, cache)
+    arrays, classes = load_arrays(sp, 96, cache, split_path.stem)
+    F = {s: global_features(arrays[s][0], sp[sp["split"] == s]["path"]) for s in arrays}
+    clf = RandomForestClassifier(300, min_samples_leaf=3, random_state=0, n_jobs=1).fit(F["train"], arrays["train"][1])
+    res = {}
+    for s in ("val", "test"):
+        y, p = arrays[s][1], clf.predict(F[s])
+        res[s] = dict(acc=float((p == y).mean()), f1=float(f1_score(y, p, average="macro")))
+    stats = {s: dict(zip(classes, [dict(content_rows=round(float(F[s][arrays[s][1] == c, 0].mean()), 3),
+                                        fg_mean=round(float(F[s][arrays[s][1] == c, 3].mean()), 1))
+                                   for c in range(len(classes))])) for s in ("train", "test")}
+    return {"config": "shortcut", "features": "content rows/cols fraction, foreground fraction and mean grey, grey mean/std, "
+            "log aspect ratio of the file", "val": res["val"], "test": res["test"], "per_class": stats,
+            "wall_s": round(time.perf_counter() - t0, 1), "load_avg_start": [round(x, 2) for x in load0],
+            "load_avg_end": [round(x, 2) for x in os.getloadavg()], "machine": machine(),
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="image folder (Training/Testing layout)")
+    ap.add_argument("--data", help="image folder (Training/Testing layout)")
     ap.add_argument("--config", help="configuration name (see --list), or 'speed'")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "bench_recipe"), help="cache folder for split and arrays")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="2 epochs on 1/40 of the images: checks the script, measures nothing")
     a = ap.parse_args()
     if a.list or not a.config:
         for k, v in CONFIGS.items(): print(f"{k:16s} {v}")
         return
-    row = speed(a.data, a.cache) if a.config == "speed" else run_config(a.config, a.data, a.cache)
+    if not a.data: ap.error("--data is required to run a configuration")
+    special = {"speed": speed, "shortcut": shortcut_probe}
+    row = special[a.config](a.data, a.cache) if a.config in special else run_config(a.config, a.data, a.cache, a.smoke)
     save_row(row, a.out)
     print(json.dumps({k: v for k, v in row.items() if k not in ("history", "machine", "settings")}, indent=1, default=float))
 

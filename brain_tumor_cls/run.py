@@ -798,6 +798,7 @@ def report_run(out:str|Path, html:str|Path|None=None) -> Path:
     "`btc report`: rebuild the report of a run folder (into `html`, default `RUN/report.html`); returns its path."
     from brain_tumor_cls.report import build_report
     run = open_run(out, log=lambda *a: None)
+    with quiet_native_logs(): pass   # the report's figures import TensorFlow: its start-up lines stay silent
     try: return build_report(run.out, html)
     finally: run.folder.release()
 

@@ -141,7 +141,8 @@ def test_evaluate_and_report_commands(run_copy):
     data, out = run_copy
     m0 = json.loads((out/"metrics.json").read_text())
     (out/"report.html").unlink()
-    assert run_btc("report", out, "--quiet").returncode == 0 and (out/"report.html").exists()
+    r = run_btc("report", out, "--quiet")
+    assert r.returncode == 0 and (out/"report.html").exists() and r.stdout == r.stderr == "", (r.stdout, r.stderr)
     r = run_btc("evaluate", out, "--quiet")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == "", (r.stdout, r.stderr)   # -q: no progress bar, no TensorFlow log lines

@@ -193,13 +193,19 @@ def test_host_and_origin_guard(predictor):
         assert c.post("/api/predict", files=upload("x", png)).status_code == 200      # scripts send no Origin
 
 
-def test_answers_while_the_model_is_busy(predictor):
-    "A prediction holds the model; /api/health and a refusal are answered meanwhile, then the prediction completes."
+def _held(predictor):
+    "A copy of `predictor` whose model call waits for `release` after setting `entered`; returns (copy, entered, release)."
     entered, release = threading.Event(), threading.Event()
     slow = copy.copy(predictor)
     def held(x):
         entered.set(); release.wait(60); return predictor.predict_batch(x)
     slow.predict_batch = held
+    return slow, entered, release
+
+
+def test_answers_while_the_model_is_busy(predictor):
+    "A prediction holds the model; /api/health and a refusal are answered meanwhile, then the prediction completes."
+    slow, entered, release = _held(predictor)
     with TestClient(S.make_app(slow), base_url=LOCAL) as c:
         out = {}
         t = threading.Thread(target=lambda: out.setdefault("r", c.post("/api/predict", files=upload("x", encode(tall_slice())))))
@@ -215,11 +221,7 @@ def test_answers_while_the_model_is_busy(predictor):
 
 def test_busy_queue_answers_503(predictor):
     "One image in the model, one waiting (max_queue=1): the next two are told at once to try again."
-    entered, release = threading.Event(), threading.Event()
-    slow = copy.copy(predictor)
-    def held(x):
-        entered.set(); release.wait(60); return predictor.predict_batch(x)
-    slow.predict_batch = held
+    slow, entered, release = _held(predictor)
     with TestClient(S.make_app(slow, max_batch=1, max_queue=1), base_url=LOCAL) as c:
         rs, png = [], encode(tall_slice())
         post = lambda: rs.append(c.post("/api/predict", files=upload("x", png)))

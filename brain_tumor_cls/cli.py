@@ -229,16 +229,16 @@ def main(argv:list[str]|None=None, # arguments (default: sys.argv[1:])
     t0 = time.perf_counter()
     try:
         COMMANDS[a.command](a, log, not a.quiet)
-        log(f"done in {time.perf_counter() - t0:.0f}s")
-        if os.environ.get("TF_CONFIG") and a.command in ("run", "train"):   # cluster tf.data threads can hold the exit for minutes
-            sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
-        return 0
+        log(f"done in {time.perf_counter() - t0:.0f}s"); code = 0
     except KeyboardInterrupt:
-        print("btc: interrupted; rerun the same command to resume", file=sys.stderr); return 130
+        print("btc: interrupted; rerun the same command to resume", file=sys.stderr); code = 130
     except Exception as e:
         if a.debug: raise
         print(f"btc: error: {_error(e)}", file=sys.stderr)
-        return 2 if isinstance(e, UsageError) else 1
+        code = 2 if isinstance(e, UsageError) else 1
+    if os.environ.get("TF_CONFIG") and a.command in ("run", "train"):   # cluster tf.data threads can hold the exit for minutes
+        sys.stdout.flush(); sys.stderr.flush(); os._exit(code)
+    return code
 
 # %% ../nbs/15_cli.ipynb #fcb549a8
 if __name__ == "__main__" and Path(sys.argv[0]).name == "cli.py":  # `python -m brain_tumor_cls.cli`, not a notebook kernel

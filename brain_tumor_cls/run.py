@@ -365,6 +365,7 @@ class Run:
     tables: dict = field(default_factory=dict)   # DataFrames in memory, by name (see TABLES)
     model: object = None           # the trained Keras model, once loaded or trained
     temperature: float = 1.0       # the model's calibration temperature (fitted on validation after training)
+    cluster: tuple|None = None     # under TF_CONFIG: (strategy, announcement), made before any other TensorFlow work
 
     @property
     def out(self) -> Path: return self.folder.out
@@ -504,7 +505,7 @@ def train_stage(run:Run):
     c = run.cfg; classes = pipeline.class_names(run.table("splits"))
     run.folder.mark("train:started", run.keys["train"])
     with quiet_native_logs():
-        strategy, line = T.auto_strategy(c["batch_size"])   # first: a multi-worker strategy must precede other TF work
+        strategy, line = run.cluster or T.auto_strategy(c["batch_size"])   # a cluster's strategy was made first
         tr, va = _datasets(run, classes, T.global_batch_size(c["batch_size"], strategy))
         with strategy.scope(): m = _build(run, classes)
     if os.environ.get("TF_CONFIG") or strategy.num_replicas_in_sync > 1: run.log(f"      {line}")
@@ -732,27 +733,68 @@ def run_pipeline(cfg:dict, # from `make_config` (with `out`)
     "Run the stages of `cfg` up to `until` into `cfg['out']`, redoing only what is stale; returns the `Run`."
     if not cfg.get("out"): raise UsageError("no run folder given (--out RUN_DIR)")
     cfg, until, own = _worker_view(cfg, until)
+    try: return _planned_run(cfg, until, overwrite, log, progress)
+    finally:
+        if own is not None: shutil.rmtree(own, ignore_errors=True)   # a worker's temporary folder
+
+def _planned_run(cfg, until, overwrite, log, progress) -> Run:
+    "Check, list, (agree with the cluster,) open, plan and execute: `run_pipeline`'s steps."
     cfg, notes, man, digest = _start(cfg, log)
-    folder = RunFolder(cfg["out"]).open()
+    cluster = _cluster(cfg, until)
+    folder, keys, todo = _agreed(cluster, lambda: _open_and_plan(cfg, digest, until, overwrite), log)
     try:
-        keys = stage_keys(cfg, digest)
-        todo = plan(folder, cfg, keys, until, overwrite)
         for n in notes if "train" in todo else []: log(f"note: {n}")
-        run = Run(cfg, folder, keys, log, progress, tables={"listing": man})
+        run = Run(cfg, folder, keys, log, progress, tables={"listing": man}, cluster=cluster)
         if todo: save_config(cfg, folder.out, _classes(folder.out)); folder.set("content", digest)
         done = [s.name for s in STAGES[:[s.name for s in STAGES].index(until) + 1] if s.name not in todo]
         if done: log(f"up to date: {', '.join(done)}")
         return execute(run, todo)
     except BaseException:
         folder.release(); folder.discard_if_empty(); raise
-    finally:
-        folder.release()
-        if own is not None: shutil.rmtree(own, ignore_errors=True)
+    finally: folder.release()
 
 def _classes(out:Path):
     "The class list recorded in a run folder's config.json, or None."
     try: return read_json(out/"config.json").get("class_names")
     except (OSError, ValueError): return None
+
+# %% ../nbs/10_run.ipynb #878fa566
+def _open_and_plan(cfg:dict, digest:str, until:str, overwrite:bool) -> tuple:
+    "Open (lock) the run folder and plan: (folder, keys, todo). A failure releases the folder and removes it if empty."
+    folder = RunFolder(cfg["out"]).open()
+    try:
+        keys = stage_keys(cfg, digest)
+        return folder, keys, plan(folder, cfg, keys, until, overwrite)
+    except BaseException: folder.release(); folder.discard_if_empty(); raise
+
+def _cluster(cfg:dict, until:str) -> tuple|None:
+    "Under `TF_CONFIG`, for a command that may train: the multi-worker strategy and its announcement, else None."
+    names = [s.name for s in STAGES]
+    if not os.environ.get("TF_CONFIG") or names.index(until) < names.index("train"): return None
+    with quiet_native_logs():
+        from brain_tumor_cls import train as T
+        return T.auto_strategy(cfg["batch_size"])   # before any other TensorFlow work (balance's augmenter included)
+
+# %% ../nbs/10_run.ipynb #3ac582fb
+def _chief_trains(strategy, trains:bool) -> bool:
+    "Whether the chief trains, as every worker learns it: an all-reduce of the chief's vote and the others' zeros."
+    import tensorflow as tf
+    from brain_tumor_cls import train as T
+    vote = float(trains and T.is_chief())
+    got = T._all_reduce(strategy, lambda ctx, v: [tf.constant(vote)], tf.distribute.ReduceOp.SUM)
+    return float(got[0]) > 0
+
+def _agreed(cluster, prepare:Callable, log:Callable) -> tuple:
+    "`prepare()`'s (folder, keys, todo), agreed under TF_CONFIG: a worker other than the chief stops (todo []) unless the chief trains."
+    if cluster is None: return prepare()
+    from brain_tumor_cls import train as T
+    try: got, err = prepare(), None
+    except Exception as e: got, err = None, e
+    trains = _chief_trains(cluster[0], err is None and "train" in got[2])   # every worker takes part, even after an error
+    if err is not None: raise err
+    if T.is_chief() or trains: return got
+    log("the chief has nothing to train (its run folder is up to date): this worker stops")
+    return (*got[:2], [])
 
 # %% ../nbs/10_run.ipynb #3e2cddd2
 def config_for(out:str|Path|None, # the run folder
@@ -815,6 +857,8 @@ def run_demo(out:str|Path="runs/demo", # the run folder (the phantom images go t
             ) -> Run:
     "Phantom dataset into `out/phantom` (reused if present), then `run_pipeline` into `out`; returns the `Run`."
     from brain_tumor_cls import phantom
+    if os.environ.get("TF_CONFIG"):
+        raise UsageError("btc demo is a tour on one machine: unset TF_CONFIG (on a cluster, start btc run DATA --out RUN on every worker)")
     out = Path(out).absolute(); ph = out/"phantom"
     if not (ph/"phantom.csv").exists():
         f = RunFolder(out).open()

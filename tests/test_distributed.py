@@ -181,3 +181,56 @@ def test_killed_worker_resumes(job):
     assert epochs.count(0) == 1 and sorted(set(epochs)) == [0, 1, 2, 3], epochs   # resumed, not restarted from epoch 0
     w0, w1 = np.load(tmp/"weights0.npz"), np.load(tmp/"weights1.npz")
     assert all(np.array_equal(w0[k], w1[k]) for k in w0.files)
+
+
+def btc_worker(*argv):
+    "One worker running `btc` itself (TF_CONFIG from the environment), with `small_model` in place of InceptionV3."
+    import brain_tumor_cls.run as R
+    from brain_tumor_cls.cli import main
+    R._build = lambda run, classes: small_model(len(classes))
+    sys.exit(main(list(argv)))
+
+
+def _start_btc(tmp, argv, ports, tag):
+    "Start two `btc` workers with `argv`; returns their Popen objects (output in tmp/{tag}{i}.log)."
+    procs = []
+    for i in range(2):
+        (tmp/f"tmp{i}").mkdir(exist_ok=True)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="", TMPDIR=str(tmp/f"tmp{i}"),
+                   KERAS_HOME="/nonexistent-keras-home",
+                   TF_CONFIG=json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": i}}))
+        code = f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_distributed import btc_worker; btc_worker(*sys.argv[1:])"
+        procs.append(subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=open(tmp/f"{tag}{i}.log", "w"),
+                                      stderr=subprocess.STDOUT, cwd=tmp))
+    return procs
+
+
+def test_btc_train_on_two_workers_agrees_whether_to_train(tmp_path, phantom):
+    """`btc train` under TF_CONFIG, offline balancing included (TensorFlow work before the train stage); then the same
+    command again: the chief has nothing to train, and the other worker must learn it instead of waiting for a cluster."""
+    images, _ = phantom(n_per_class=4, size=75)
+    run = tmp_path/"run"
+    argv = ["train", str(images), "--out", str(run), "--image-size", "75", "--epochs", "1", "--fine-tune", "0",
+            "--batch-size", "4", "--target-per-class", "6", "--patience", "5"]
+    t0 = time.time()
+    codes = _wait(_start_btc(tmp_path, argv, _free_ports(2), "first"), timeout=300)
+    took, chief = time.time() - t0, _lines(tmp_path/"first0.log")
+    print(f"\nbtc train, two workers: {took:.1f} s; the chief's log:\n  " + "\n  ".join(chief))
+    assert codes == [0, 0], "\n".join(chief[-30:] + ["---"] + _lines(tmp_path/"first1.log")[-30:])
+    assert any("MultiWorkerMirroredStrategy: 2 workers, 2 replicas in sync; global batch 8" in l for l in chief)
+    assert (run/"model.keras").is_file() and (run/"augmented.csv").is_file()
+    assert list((tmp_path/"tmp1").glob("btc-worker-*")) == []          # the other worker's folder is gone
+    t0 = time.time()
+    codes = _wait(_start_btc(tmp_path, argv, _free_ports(2), "again"), timeout=120)
+    again = [_lines(tmp_path/f"again{i}.log") for i in range(2)]
+    assert codes == [0, 0], "\n".join(again[0][-20:] + ["---"] + again[1][-20:])
+    assert any(l.startswith("up to date:") and "train" in l for l in again[0])
+    assert any("the chief has nothing to train" in l for l in again[1])
+    print(f"the same command again: {time.time() - t0:.1f} s")
+
+
+def test_demo_under_tf_config_is_refused(btc, tmp_path):
+    "Every worker would write the demo's phantoms into the chief's folder: refused before anything is written."
+    tfc = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}})
+    r = btc("demo", "--out", tmp_path/"demo", env={"TF_CONFIG": tfc})
+    assert r.returncode == 2 and "unset TF_CONFIG" in r.stderr and not (tmp_path/"demo").exists()

@@ -532,12 +532,14 @@ def make_app(predictor:Predictor, # from `load_predictor`
              max_queue:int=64, # images that may wait for the model; more get 503
              max_pixels:int=MAX_PIXELS, # decompression-bomb limit (width x height)
              max_decoding:int=4, # uploads decoded at the same time (each may take up to 3 bytes x max_pixels)
+             on_ready:Callable|None=None, # called once the server has started (its signal handlers too): `btc serve`'s "serving" line
             ) -> Starlette:
     "The ASGI application of `btc serve`; returns it (run it with uvicorn, or test it with Starlette's TestClient)."
     batcher = _Batcher(lambda xs: list(zip(*predictor.predict_batch(np.stack(xs)))), max_batch, max_queue)
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
+        if on_ready is not None: on_ready()
         try: yield
         finally: await run_in_threadpool(batcher.stop)
     routes = [Route("/", _page), Route("/api/health", _health), Route("/api/model", _model),
@@ -612,10 +614,10 @@ def serve(model_path:str|Path, # a `.keras` file written by btc
         if not local: warnings.warn(f"listening on {host}: anyone who can reach this computer on the network can send images "
                                     "to the model and read its answers (no password, no encryption); use --host 127.0.0.1 to keep it local")
         log(f"loading {display_path(model_path)} (safe mode)")
-        app = make_app(load_predictor(model_path), mb, LOOPBACK_HOSTS if local else None, max_batch)
+        ready = lambda: log(f"serving {_url(sock)}  (Ctrl-C to stop)")   # from the started server: Ctrl-C is its own by then
+        app = make_app(load_predictor(model_path), mb, LOOPBACK_HOSTS if local else None, max_batch, on_ready=ready)
         import uvicorn
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
-        log(f"serving {_url(sock)}  (Ctrl-C to stop)")
         try: server.run(sockets=[sock])
         except KeyboardInterrupt: pass
     finally: sock.close()

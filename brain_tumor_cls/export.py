@@ -4,14 +4,13 @@
 
 # %% ../nbs/13_export.ipynb #62317c88
 from __future__ import annotations
-import hashlib, importlib, os, secrets, shutil, warnings
-from contextlib import contextmanager
+import hashlib, importlib, os, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path, check_free_space, display_path, inside, read_json, write_json
+from .files import atomic_dir, atomic_path, display_path, inside, read_json, write_json
 from .run import UsageError, quiet_native_logs
 
 # %% auto #0
@@ -102,47 +101,6 @@ def check_out(out:str|Path, # the export to write
     if (o.exists() or sidecar_path(o, f).exists()) and not overwrite:
         raise UsageError(f"{what} exists: add --overwrite to replace it, or choose another --out")
     return o
-
-# %% ../nbs/13_export.ipynb #fcc1a945
-def _fsync_tree(folder:Path):
-    "fsync every file under `folder`, then the folders themselves (deepest first)."
-    for dp, dns, fns in os.walk(folder, topdown=False):
-        for n in fns:
-            with open(os.path.join(dp, n), "rb") as fh: os.fsync(fh.fileno())
-        try: fd = os.open(dp, os.O_RDONLY)
-        except OSError: continue
-        try: os.fsync(fd)
-        except OSError: pass
-        finally: os.close(fd)
-
-def _sibling(path:Path, tag:str) -> Path:
-    "A new, unused hidden name beside `path`."
-    while True:
-        p = path.parent/f".{path.name}.{tag}-{secrets.token_hex(4)}"
-        if not p.exists(): return p
-
-# %% ../nbs/13_export.ipynb #af7b08ae
-@contextmanager
-def _atomic_dir(path:str|Path, # the final folder name
-                need:int=0, # bytes expected (checked against the free space first)
-               ):
-    "Yield a new empty folder beside `path`; on success fsync it and rename it to `path` (an earlier folder there is replaced)."
-    path = Path(path)
-    if need: check_free_space(path, need)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(path, "tmp"); tmp.mkdir()          # mode 0o777 & ~umask, like any folder the user makes
-    old = None
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        if path.exists(): old = _sibling(path, "old"); os.rename(path, old)
-        try: os.rename(tmp, path)
-        except OSError:
-            if old is not None: os.rename(old, path); old = None
-            raise
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None: shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/13_export.ipynb #e3ba117d
 def check_images(size:int, # side of the model's input
@@ -273,7 +231,7 @@ def export_keras(model, # a btc classifier (raw RGB input, a `logits` layer)
     ref = keras_reference(model, x, T)
     need = int(sum(np.prod(v.shape) * 4 for v in model.weights) * 1.2)
     log(f"exporting to {f.name} ('{display_path(o)}'), then checking it with {runtime} on {len(x)} images ...")
-    write = _atomic_dir(o, need) if not f.suffix else atomic_path(o, need, suffix=f.suffix)
+    write = atomic_dir(o, need) if not f.suffix else atomic_path(o, need, suffix=f.suffix)
     graph = calibrated_model(model, T)
     graph(x[:1], training=False)  # Keras' ONNX exporter refuses a model that was never called
     with write as tmp:

@@ -12,8 +12,8 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['DICOM_SUFFIXES', 'IMAGE_SUFFIXES', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'MAX_PIXELS', 'FORMULA_CHARS', 'DiskFullError',
-           'check_free_space', 'atomic_path', 'atomic_write', 'jsonable', 'write_json', 'read_json', 'write_csv',
-           'read_csv', 'png_bytes', 'figure_png', 'data_uri', 'save_figure', 'inside', 'display_path']
+           'check_free_space', 'atomic_path', 'atomic_write', 'atomic_dir', 'jsonable', 'write_json', 'read_json',
+           'write_csv', 'read_csv', 'png_bytes', 'figure_png', 'data_uri', 'save_figure', 'inside', 'display_path']
 
 # %% ../nbs/000_files.ipynb #53fcb5e6
 DICOM_SUFFIXES = (".dcm", ".dicom")  # DICOM files the scanner accepts (lower case; any case on disk)
@@ -96,6 +96,47 @@ def atomic_write(path:str|Path, # the final file name (folders are created)
         with open(tmp, "wb") as f: f.write(b)
     return path
 
+# %% ../nbs/000_files.ipynb #fcc1a945
+def _fsync_tree(folder:Path):
+    "fsync every file under `folder`, then the folders themselves (deepest first)."
+    for dp, dns, fns in os.walk(folder, topdown=False):
+        for n in fns:
+            with open(os.path.join(dp, n), "rb") as fh: os.fsync(fh.fileno())
+        try: fd = os.open(dp, os.O_RDONLY)
+        except OSError: continue
+        try: os.fsync(fd)
+        except OSError: pass
+        finally: os.close(fd)
+
+def _sibling(path:Path, tag:str) -> Path:
+    "A new, unused hidden name beside `path`."
+    while True:
+        p = path.parent/f".{path.name}.{tag}-{secrets.token_hex(4)}"
+        if not p.exists(): return p
+
+# %% ../nbs/000_files.ipynb #af7b08ae
+@contextlib.contextmanager
+def atomic_dir(path:str|Path, # the final folder name
+                need:int=0, # bytes expected (checked against the free space first)
+               ):
+    "Yield a new empty folder beside `path`; on success fsync it and rename it to `path` (an earlier folder there is replaced). Returns nothing."
+    path = Path(path)
+    if need: check_free_space(path, need)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp"); tmp.mkdir()          # mode 0o777 & ~umask, like any folder the user makes
+    old = None
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if path.exists(): old = _sibling(path, "old"); os.rename(path, old)
+        try: os.rename(tmp, path)
+        except OSError:
+            if old is not None: os.rename(old, path); old = None
+            raise
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None: shutil.rmtree(old, ignore_errors=True)
+
 # %% ../nbs/000_files.ipynb #99d9fa2c
 def jsonable(obj): # any mix of dicts, lists, numbers, strings, NumPy values, paths
     "A copy of `obj` that `json` can write strictly: NaN/±inf become None, NumPy values and paths plain Python."
@@ -155,6 +196,7 @@ def read_csv(path:str|Path, # a CSV written by `write_csv`
 
 # %% ../nbs/000_files.ipynb #58376dd5
 def png_bytes(a, # image [H,W] or [H,W,3|4]: uint8, or float in [0, 1]
+              compress_level:int=1, # zlib level 0-9: 1 is ~3x faster than Pillow's 6 for ~15% more bytes
              ) -> bytes:
     "Encode an image array as PNG; returns the bytes."
     from PIL import Image
@@ -162,7 +204,7 @@ def png_bytes(a, # image [H,W] or [H,W,3|4]: uint8, or float in [0, 1]
     if a.dtype != np.uint8: a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
     if a.ndim == 3 and a.shape[2] == 1: a = a[..., 0]
     if a.ndim == 3 and a.shape[2] == 3 and (a[..., :1] == a).all(): a = a[..., 0]
-    buf = io.BytesIO(); Image.fromarray(a).save(buf, format="PNG")
+    buf = io.BytesIO(); Image.fromarray(a).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 def figure_png(fig, # a matplotlib Figure

@@ -540,20 +540,32 @@ def calibrate(run:Run, classes:list) -> str:
     return f"no temperature applied (T = 1): {why}" if why else f"temperature {run.temperature:.2f} fitted on {len(val)} validation images"
 
 # %% ../nbs/10_run.ipynb #eccfb7f0
+def _stderr_copy(fd:int):
+    "A text stream on a copy of descriptor `fd` to stand in for `sys.stderr`, when `sys.stderr` writes to descriptor 2; else None."
+    try: direct = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError): direct = False   # a notebook's or pytest's stream has no descriptor
+    if not direct: return None
+    return open(os.dup(fd), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace")
+
 @contextlib.contextmanager
 def quiet_native_logs():
-    "Silence what C++ libraries print on stderr (TensorFlow's start-up lines) for the duration of the block."
+    "Silence what C++ libraries print on stderr (TensorFlow's start-up lines) during the block; Python's own stderr still shows."
     if os.environ.get("BTC_DEBUG"): yield; return
     try: fd = os.dup(2)
     except OSError: yield; return
+    py, own = sys.stderr, None
     try:
         sys.stderr.flush()
         with open(os.devnull, "w") as null: os.dup2(null.fileno(), 2)
         import tensorflow as tf  # the start-up messages come from this import
         tf.config.list_physical_devices("GPU")  # ... and from the first device probe (CUDA initialisation)
+        own = _stderr_copy(fd)
+        if own is not None: sys.stderr = own     # progress bars and warnings of the block: to the real stderr
         yield
     finally:
-        sys.stderr.flush(); os.dup2(fd, 2); os.close(fd)
+        sys.stderr.flush()
+        if own is not None: sys.stderr = py; own.close()
+        os.dup2(fd, 2); os.close(fd)
 
 # %% ../nbs/10_run.ipynb #0f6ba0a1
 def load_run_model(run:Run):

@@ -123,6 +123,9 @@ def test_predict_with_gradcam(trained_run, tmp_path):
     probs = p.loc[:2, [c for c in p if c.startswith("p_")]].astype(float)
     assert probs.shape[1] == 4 and ((probs.sum(axis=1) - 1).abs() < 1e-4).all()
     assert len(list((tmp_path/"cams").glob("*.png"))) == 3
+    bar = [l for l in r.stderr.replace("\r", "\n").splitlines() if l.startswith("predict:")]
+    assert bar and "3/3" in bar[-1], r.stderr                         # the progress bar is seen, TensorFlow's start-up is not
+    assert not any(l.startswith(("I0000", "W0000", "E0000", "WARNING: All log")) for l in r.stderr.splitlines()), r.stderr
 
 
 def test_predict_refuses_outputs_that_are_inputs(trained_run, tmp_path, fingerprint):

@@ -7,8 +7,8 @@ Model: InceptionV3 with random weights (4 classes) saved with `model.save_model`
 SARTAJ's Training folder (read only) when it is there, else phantoms generated at 512 px.
 Baselines, timed after one warm-up batch (their best case):
   plain:   `model.predict(x, batch_size)` and the compiled calibrated-probability function predict uses, on decoded uint8;
-  gradcam: the compiled probability function and the compiled map of `gradcam` (its default method and layer),
-           on decoded uint8: what predict runs, without decoding files or drawing the overlays.
+  gradcam: `gradcam.gradcam` (its default method and layer; one compiled forward and backward pass that also
+           returns the logits), on decoded uint8: what predict runs, without decoding files or drawing the overlays.
 End to end, timed cold (model loading, tracing, decoding, CSV and PNG writing included): `predict_files(...)`.
 Order per mode: baseline, end to end, baseline again (the two baselines are averaged: the load on this shared
 machine drifts). The baselines run on the first --baseline-n (256) of the same decoded images: at a fixed input size
@@ -57,9 +57,8 @@ def main():
                "load_avg_at_start": load0}
         fn = P._probability_fn(m, 1.0)
         for mode in a.modes.split(","):
-            if mode == "gradcam":   # the same compiled steps predict_files runs: probabilities, then the default map
-                def step(b): p = fn(b); return p, G.gradcam(m, b, class_index=np.asarray(p).argmax(1))
-                base = {"compiled": step}
+            if mode == "gradcam":   # the model's work with maps: gradcam's compiled pass (default method), logits included
+                base = {"compiled": lambda b: G.gradcam(m, np.asarray(b), return_details=True)[0]}
             else: base = {"compiled": lambda b: fn(b)}
             if mode == "plain": base["model_predict"] = lambda b: m.predict(b, batch_size=a.batch_size, verbose=0)
             def baselines():

@@ -269,7 +269,7 @@ def gradcam(model:keras.Model, # classifier (raw RGB input, a `logits` layer or 
             fuse:str="mean", # how maps of several layers combine: "mean", "max" or "product" (see `fuse_maps`)
             max_channels:int|None=None, # Score-CAM: keep only this many channels with the most varying maps (None = all)
             eps:float=1e-8, # maps whose raw maximum is <= eps count as all zero (float32 noise level)
-            return_details:bool=False, # also return a DataFrame with class, probability, raw maximum and `all_zero` per image
+            return_details:bool=False, # also return a DataFrame per image: class, probability, logit, raw maximum, `all_zero`, all `logits`
             progress:bool=False, # show a progress bar
            ):
     "Class activation maps, float32 [B,h,w] in [0,1] (the finest grid of the layers); empty maps are all zero."
@@ -288,23 +288,30 @@ def gradcam(model:keras.Model, # classifier (raw RGB input, a `logits` layer or 
     if not return_details: return cams
     r = np.arange(B)
     return cams, pd.DataFrame({"class_index": idx, "prob": pr[r, idx], "logit": lg[r, idx], "raw_max": mx,
-                               "all_zero": ~(cams.reshape(B, -1).max(1) > 0)})
+                               "all_zero": ~(cams.reshape(B, -1).max(1) > 0), "logits": list(lg)})
 
 # %% ../nbs/07_gradcam.ipynb #6d2b88f5
+@functools.lru_cache(maxsize=16)
+def _lut(cmap:str) -> np.ndarray:
+    "The colour map's 256 colours, uint8 RGB [256, 3]."
+    return (matplotlib.colormaps[cmap](np.arange(256))[:, :3] * 255 + 0.5).astype(np.uint8)
+
 def overlay(image, # one image [H,W,3] or [H,W] (uint8 0..255 or float)
             cam, # its map [h,w] in [0,1]
             alpha:float=0.45, # weight of the colour map
             cmap:str="jet", # matplotlib colour map
            ) -> np.ndarray:
     "Colour-mapped map blended over the image: uint8 RGB [H,W,3]. An all-zero map leaves the image unchanged."
-    img = np.asarray(image, np.float32)
+    from PIL import Image
+    img = np.asarray(image)
+    if img.dtype != np.uint8:                                            # float 0..1 or 0..255 -> uint8
+        img = np.asarray(img, np.float32); img = img * 255 if img.size and img.max() <= 1.0 else img
+        img = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     if img.ndim == 2: img = np.repeat(img[..., None], 3, -1)
-    if img.max() <= 1.0 and img.dtype != np.uint8 and np.asarray(image).dtype != np.uint8: img = img * 255
     up = upsample(cam, img.shape[:2])
-    heat = matplotlib.colormaps[cmap](up)[..., :3] * 255
-    a = alpha * (up > 0)[..., None] if not up.any() else alpha
-    out = (1 - a) * img + a * heat
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    if not up.any(): return img.copy()
+    heat = _lut(cmap)[np.minimum((up * 256).astype(np.int32), 255)]     # matplotlib's 256-colour lookup, as a table
+    return np.asarray(Image.blend(Image.fromarray(img), Image.fromarray(heat), alpha))   # (1 - alpha) image + alpha heat
 
 # %% ../nbs/07_gradcam.ipynb #d715b8ec
 def _display_size(H, W, min_side, max_side):
@@ -321,22 +328,34 @@ def _rgb(image):
     if a.dtype != np.uint8: a = np.clip(np.asarray(a, np.float32) + 0.5, 0, 255).astype(np.uint8)
     return a[..., :3]
 
-def _label(ax, text, y, fs, **kw):
-    "White text on a dark rounded box at the top left of `ax`, `y` in axes units."
-    ax.text(0.02, y, text, transform=ax.transAxes, fontsize=fs, color="white", va="top", ha="left",
-            bbox=dict(boxstyle="round,pad=0.3", facecolor="black", alpha=0.65, linewidth=0), **kw)
+def _label(fig, text, x, y, fs, **kw):
+    "White text on a dark rounded box, its top left at figure fraction (`x`, `y`)."
+    fig.text(x, y, text, fontsize=fs, color="white", va="top", ha="left",
+             bbox=dict(boxstyle="round,pad=0.3", facecolor="black", alpha=0.65, linewidth=0), **kw)
 
 # %% ../nbs/07_gradcam.ipynb #6f858fe7
-def _colorbar(fig, left, width, cmap, fs):
-    "A 0..1 colour bar labelled 'relevance' in the figure's right margin (figure-fraction `left`, `width`)."
-    cax = fig.add_axes([left, 0.05, width, 0.9])
-    cb = fig.colorbar(matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, 1), cmap), cax=cax, ticks=[0, 0.5, 1])
-    cb.ax.tick_params(labelsize=fs * 0.75); cb.set_label("relevance", fontsize=fs * 0.75)
+@functools.lru_cache(maxsize=16)
+def _colorbar(h:int, cbw:int, cmap:str, fs:float, dpi:int) -> np.ndarray:
+    "The colour-bar margin, uint8 RGB [h, cbw, 3]: a 0..1 ramp (1 at the top), ticks and title. Drawn once per size (cached)."
+    panel = np.full((h, cbw, 3), 255, np.uint8)
+    x0, bw, y0, y1 = round(0.12 * cbw), max(3, round(0.18 * cbw)), round(0.05 * h), round(0.95 * h)
+    panel[y0:y1, x0:x0 + bw] = (matplotlib.colormaps[cmap](np.linspace(1, 0, y1 - y0))[:, None, :3] * 255).astype(np.uint8)
+    panel[[y0, y1 - 1], x0:x0 + bw] = 0; panel[y0:y1, [x0, x0 + bw - 1]] = 0          # a thin frame
+    fig = Figure(figsize=(cbw / dpi, h / dpi), dpi=dpi, facecolor="none")
+    for v in (0, 0.5, 1):
+        fig.text((x0 + bw + 3) / cbw, (h - y1 + v * (y1 - y0)) / h, f"{v:g}", fontsize=fs * 0.75, va="center", ha="left")
+    fig.text(0.9, 0.5, "relevance", fontsize=fs * 0.75, rotation=90, va="center", ha="center")
+    out = _render_over(fig, panel); out.flags.writeable = False   # shared by every overlay of this size
+    return out
 
-def _render(fig) -> np.ndarray:
-    "The figure's pixels, uint8 RGB (Agg canvas; no pyplot, so it is safe in servers and threads)."
-    canvas = FigureCanvasAgg(fig); canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+def _render_over(fig, canvas) -> np.ndarray:
+    "`canvas` [h,W,3] with the transparent figure's drawing (its text) composited on top; uint8 RGB. No pyplot: thread-safe."
+    agg = FigureCanvasAgg(fig); agg.draw()
+    top = np.asarray(agg.buffer_rgba())[:canvas.shape[0], :canvas.shape[1]]
+    out, m = canvas.copy(), top[..., 3] > 0                              # only the drawn pixels are blended
+    a = top[m][:, 3:].astype(np.float32) / 255
+    out[m] = (canvas[m] * (1 - a) + top[m][:, :3] * a + 0.5).astype(np.uint8)
+    return out
 
 # %% ../nbs/07_gradcam.ipynb #7cc5e79b
 def overlay_image(original, # the image as the user has it: uint8 [H,W] or [H,W,3], any aspect ratio
@@ -362,17 +381,18 @@ def overlay_image(original, # the image as the user has it: uint8 [H,W] or [H,W,
     fs = max(9, h / 24) * 72 / dpi                                       # font size (points): ~1/24 of the height
     gap, cbw = (round(0.02 * w) if side_by_side else 0), (round(max(64, 0.16 * h)) if colorbar else 0)
     W = len(panels) * w + gap * (len(panels) - 1) + cbw
-    fig = Figure(figsize=(W / dpi, h / dpi), dpi=dpi, facecolor="white")
-    for i, p in enumerate(panels):
-        ax = fig.add_axes([i * (w + gap) / W, 0, w / W, 1]); ax.imshow(p, interpolation="nearest", aspect="auto"); ax.set_axis_off()
+    canvas = np.full((h, W, 3), 255, np.uint8)                           # the pixels, laid out here; text drawn on top
+    for i, p in enumerate(panels): canvas[:, i * (w + gap):i * (w + gap) + w] = p
+    fig = Figure(figsize=(W / dpi, h / dpi), dpi=dpi, facecolor="none")  # text only: pixels are composited, not resampled
+    x0 = (len(panels) - 1) * (w + gap) / W                               # left edge of the overlay panel
     text = " ".join(t for t in [label, "" if prob is None else f"{prob:.0%}"] if t)
-    if text: _label(ax, text, 0.98, fs, fontweight="bold")
-    if note: _label(ax, note, 0.98 - 2.2 * fs * dpi / 72 / h, fs * 0.8)
+    if text: _label(fig, text, x0 + 0.02 * w / W, 0.98, fs, fontweight="bold")
+    if note: _label(fig, note, x0 + 0.02 * w / W, 0.98 - 2.2 * fs * dpi / 72 / h, fs * 0.8)
     if not cam.max() > 0:
-        ax.text(0.5, 0.5, "no evidence (empty map)", transform=ax.transAxes, fontsize=fs, color="yellow", ha="center",
-                va="center", bbox=dict(boxstyle="round,pad=0.4", facecolor="black", alpha=0.75, linewidth=0))
-    if colorbar: _colorbar(fig, (W - 0.88 * cbw) / W, 0.18 * cbw / W, cmap, fs)
-    return _render(fig)
+        fig.text(x0 + 0.5 * w / W, 0.5, "no evidence (empty map)", fontsize=fs, color="yellow", ha="center", va="center",
+                 bbox=dict(boxstyle="round,pad=0.4", facecolor="black", alpha=0.75, linewidth=0))
+    if colorbar: canvas[:, W - cbw:] = _colorbar(h, cbw, cmap, round(fs, 3), dpi)
+    return _render_over(fig, canvas)
 
 # %% ../nbs/07_gradcam.ipynb #313acf40
 def original_image(path, # an image file the pipeline reads (JPEG, PNG, BMP, GIF, WebP or DICOM)
@@ -520,14 +540,19 @@ def _fill_spans(m):
     return rows(m) | rows(m.T).T
 
 def brain_mask(image, # one image [H,W] or [H,W,3], values 0..255
+               max_side:int=256, # the mask is found on the image shrunk to this long side (a head's outline needs no more)
               ) -> np.ndarray:
     "The head: smoothed image above half Otsu's threshold, largest connected component, rows and columns filled. bool [H,W]."
+    from PIL import Image
     g = np.asarray(image, np.float32)
     if g.ndim == 3: g = g.mean(-1)
+    H, W = g.shape; s = max(H, W) / max_side
+    if s > 1: g = np.asarray(Image.fromarray(g).resize((max(1, round(W / s)), max(1, round(H / s))), Image.Resampling.BOX))
     g = ndimage.gaussian_filter(g, max(1.0, min(g.shape) / 100))
     lab, n = ndimage.label(g > otsu_threshold(g) / 2)
-    if n == 0: return np.zeros(g.shape, bool)
-    return _fill_spans(lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    if n == 0: return np.zeros((H, W), bool)
+    m = _fill_spans(lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    return m if s <= 1 else np.asarray(Image.fromarray(m).resize((W, H), Image.Resampling.NEAREST), bool)
 
 # %% ../nbs/07_gradcam.ipynb #94cff284
 def outside_share(cams, # maps [B,h,w] (or a list of [h,w])
@@ -547,10 +572,11 @@ def shortcut_check(cams, # maps [B,h,w] of the predictions
                    threshold:float=0.5, # flag when more than this share of the evidence lies outside the brain
                   ) -> pd.DataFrame:
     "Per prediction: `outside` (share of map energy outside the brain mask), `outside_area` of the image, `flagged`."
-    masks = [brain_mask(im) for im in images]
-    out = outside_share(cams, masks)
-    return pd.DataFrame({"predicted": list(predicted), "outside": out,
-                         "outside_area": [1 - m.mean() for m in masks], "flagged": out > threshold})
+    out, area = [], []
+    for c, im in zip(cams, images):            # one full-resolution mask at a time: a test split of 512² slices fits
+        m = brain_mask(im); out.append(outside_share([c], [m])[0]); area.append(1 - m.mean())
+    out = np.asarray(out, float)
+    return pd.DataFrame({"predicted": list(predicted), "outside": out, "outside_area": area, "flagged": out > threshold})
 
 def shortcut_summary(checks:pd.DataFrame, # from `shortcut_check`
                     ) -> pd.DataFrame:

@@ -5,6 +5,7 @@
 # %% ../nbs/11_predict.ipynb #6fe0e8e6
 from __future__ import annotations
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -133,20 +134,23 @@ def _rows(files, classes, probs_by_row, errors, extra) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_predict.ipynb #dc07765d
-def _overlays(model, x, P, rows, files, classes, gradcam_dir:Path) -> dict[int, dict]:
-    "Map, overlay PNG and evidence outside the brain per image; row index -> {gradcam, gradcam_empty, outside_brain}."
+def _explained(model, x, temperature:float) -> tuple:
+    "Calibrated probabilities [B,C] and the maps of the predicted classes [B,h,w], from one pass (gradcam's default)."
+    from scipy.special import softmax
+    from brain_tumor_cls import gradcam as G
+    cams, det = G.gradcam(model, np.asarray(x), return_details=True)
+    return softmax(np.stack(det["logits"]) / temperature, axis=1), cams
+
+def _draw_one(file:str, i:int, cam, probs, classes, gradcam_dir:Path) -> dict:
+    "Overlay PNG of row `i` and its evidence outside the brain: {gradcam, gradcam_empty, outside_brain}."
     from brain_tumor_cls import gradcam as G
     from brain_tumor_cls.files import atomic_write, png_bytes
-    k = P.argmax(1)
-    cams, out = G.gradcam(model, np.asarray(x), class_index=k), {}
-    for j, (i, cam, c) in enumerate(zip(rows, cams, k)):
-        img = G.original_image(files[i])
-        share = float(G.shortcut_check([cam], [img], [classes[c]])["outside"].iloc[0])
-        note = "" if np.isnan(share) else f"evidence {share:.0%} outside the brain"
-        name = f"{i:04d}_{Path(files[i]).stem}_gradcam.png"
-        atomic_write(gradcam_dir/name, png_bytes(G.overlay_image(img, cam, classes[c], float(P[j, c]), note=note)))
-        out[int(i)] = dict(gradcam=name, gradcam_empty=not cam.max() > 0, outside_brain=share)
-    return out
+    c, img = int(np.argmax(probs)), G.original_image(file)
+    share = float(G.shortcut_check([cam], [img], [classes[c]])["outside"].iloc[0])
+    note = "" if np.isnan(share) else f"evidence {share:.0%} outside the brain"
+    name = f"{i:04d}_{Path(file).stem}_gradcam.png"
+    atomic_write(gradcam_dir/name, png_bytes(G.overlay_image(img, cam, classes[c], float(probs[c]), note=note)))
+    return dict(gradcam=name, gradcam_empty=not cam.max() > 0, outside_brain=share)
 
 # %% ../nbs/11_predict.ipynb #f35434f3
 def predict_files(model_path:str|Path, # a `.keras` file written by btc
@@ -165,14 +169,22 @@ def predict_files(model_path:str|Path, # a `.keras` file written by btc
     classes, size, T = list(meta["class_names"]), int(meta["image_size"]), float(meta.get("temperature") or 1.0)
     errors = _file_problems(files)
     ok = [i for i in range(len(files)) if i not in errors]
-    probs, extra = {}, {}
-    with quiet_native_logs(), tqdm(total=len(ok), desc="predict", unit="img", disable=not progress) as bar:
-        fn = _probability_fn(m, T)
-        for idx, x in (_stream(files, ok, size, batch_size) if ok else []):
-            P, idx = np.asarray(fn(x)), np.asarray(idx)
-            probs.update(zip(idx.tolist(), P))
-            if gradcam_dir is not None: extra.update(_overlays(m, x, P, idx, files, classes, Path(gradcam_dir)))
-            bar.update(len(idx))
+    probs, extra, draw = {}, {}, gradcam_dir is not None
+    pool = ThreadPoolExecutor(1)                                     # draws overlays beside the next batch's forward pass
+    try:
+        with quiet_native_logs(), tqdm(total=len(ok), desc="predict", unit="img", disable=not progress) as bar:
+            fn = None if draw else _probability_fn(m, T)
+            for idx, x in (_stream(files, ok, size, batch_size) if ok else []):
+                idx = np.asarray(idx).tolist()
+                P, cams = _explained(m, x, T) if draw else (np.asarray(fn(x)), None)
+                probs.update(zip(idx, P))
+                if not draw: bar.update(len(idx)); continue
+                for i, cam, p in zip(idx, cams, P):
+                    extra[i] = pool.submit(_draw_one, files[i], i, cam, p, classes, Path(gradcam_dir))
+                    extra[i].add_done_callback(lambda _: bar.update(1))
+            pool.shutdown()                                          # every overlay drawn before the bar closes
+    finally: pool.shutdown(cancel_futures=True)                      # after an error or Ctrl-C, queued drawings are dropped
+    extra = {i: f.result() for i, f in extra.items()}
     df = _rows(files, classes, probs, errors, extra)
     write_csv(out, df)
     if not probs: raise UsageError(f"none of the {len(files)} input file(s) could be predicted (reasons in '{display_path(out)}')")

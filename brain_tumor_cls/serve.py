@@ -8,6 +8,7 @@ import asyncio, base64, errno, hashlib, ipaddress, io, queue, re, socket, tempfi
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 import numpy as np

@@ -30,7 +30,14 @@ def metrics_row(run_dir: Path, wall: float, load0, what: str) -> dict:
                 accuracy=pick("accuracy"), macro_f1=pick("macro_f1"), macro_auc=pick("macro_auc"), ece=pick("ece"),
                 recipe={k: cfg.get(k) for k in ("image_size", "epochs", "batch_size", "learning_rate", "online_augment", "lr_schedule",
                                        "warmup_epochs", "label_smoothing", "recipe")},
-                load_start=load0, load_end=os.getloadavg())
+                load_start=load0, load_end=os.getloadavg(), **training_row(run_dir))
+
+
+def training_row(run_dir: Path) -> dict:
+    "Validation accuracy per epoch (from the run's log.csv) and the calibration record of metrics.json."
+    val = [round(float(v), 4) for v in R.read_csv(run_dir/"log.csv")["val_accuracy"]]
+    cal = json.loads((run_dir/"metrics.json").read_text()).get("calibration")
+    return dict(validation_accuracy_by_epoch=val, validation_accuracy_last_epoch=val[-1] if val else None, calibration=cal)
 
 
 def audited(data: Path, out: Path, opts: dict) -> dict:

@@ -15,7 +15,8 @@ from .files import atomic_write, data_uri, display_path, figure_png, read_csv, r
 # %% auto #0
 __all__ = ['HEADLINE', 'PER_CLASS', 'SECTIONS', 'Safe', 'esc', 'tag', 'table', 'load_run', 'figure', 'section_dataset',
            'section_audit', 'section_splits', 'section_training', 'per_class_table', 'section_metrics',
-           'section_confusion', 'section_roc', 'section_calibration', 'section_gradcam', 'build_report']
+           'section_confusion', 'section_roc', 'section_calibration', 'section_gradcam', 'section_config',
+           'build_report']
 
 # %% ../nbs/09_report.ipynb #9fb19e0d
 class Safe(str):
@@ -272,6 +273,13 @@ def section_gradcam(run:dict) -> Safe|None:
     "The explanation gallery (correct and wrong predictions, with the explained method and block) and the shortcut check."
     out = _gallery(run) + _shortcuts(run)
     return Safe("\n".join(out)) if out else None
+
+def section_config(run:dict) -> Safe|None:
+    "The run's configuration and library versions, as recorded in config.json."
+    cfg = run["config"]
+    if not cfg: return None
+    return Safe(tag("p", "Repeat this run with ", tag("code", "btc run --config RUN/config.json --out NEW_RUN"), ".")
+                + tag("pre", json.dumps(cfg, indent=2, sort_keys=True, default=str)))
 
 # %% ../nbs/09_report.ipynb #62952e23
 SECTIONS = {"dataset": "Dataset", "audit": "Audit: what was found and rejected", "splits": "Splits",

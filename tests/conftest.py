@@ -83,6 +83,7 @@ def check_report_html(html: str, sections=None):
     assert not re.search(r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", re.sub(r'data:[^"]+', "", html)), "an external URL"
     assert "<script" not in html.lower() and "<link" not in html.lower()
     for sid in sections or []: assert sid in c.ids, f"section {sid} missing"
+    assert "could not be built" not in html, re.findall(r"could not be built: [^<]*", html)   # every section renders
     return c
 
 
